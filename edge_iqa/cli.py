@@ -1,0 +1,62 @@
+"""The ``edge-iqa`` command line.
+
+One console script with subcommands. Each subcommand lives in its own module that defines
+``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports stay
+inside ``run`` so ``edge-iqa --help`` is fast. Modules of the other packages (``distill``,
+``export``, ``profiling``) are imported here, lazily, and nowhere else in ``edge_iqa``.
+
+Humans get tables and progress bars on stderr; ``--json`` prints one JSON object on stdout.
+User errors (:class:`edge_iqa.errors.EdgeIQAError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edge_iqa.errors import EdgeIQAError
+
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("data", "edge_iqa.commands.data"),
+    ("train", "edge_iqa.commands.train"),
+    ("evaluate", "edge_iqa.commands.evaluate"),
+    ("score", "edge_iqa.commands.score"),
+    ("presets", "edge_iqa.commands.presets"),
+    ("demo", "edge_iqa.commands.demo"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-iqa",
+        description="Distill, profile, quantize and export image-quality models for phones and Jetsons.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:  # a package of this distribution not built yet
+            if err.name and module_name.startswith(err.name):
+                continue
+            raise
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except EdgeIQAError as err:
+        print(f"edge-iqa {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edge-iqa {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

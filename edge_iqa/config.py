@@ -1,0 +1,153 @@
+"""Model configs: frozen, versioned dataclasses that fully describe a model.
+
+A ``ModelConfig`` is stored inside every checkpoint and in the metadata of every exported
+artifact, so any artifact can be scored without the code that trained it. Configs serialise
+to plain dicts (``to_dict``) and load back only through ``from_dict``, which accepts the known
+fields and nothing else (no pickled objects, no code).
+
+Views follow the AIM 2024 UHD-IQA challenge entries (Moskalenko et al., "AIM 2024 Challenge on
+UHD Blind Photo Quality Assessment", ECCVW 2024): a global resize branch, a native-pixel
+center-crop branch and a fragments branch (Wu et al., "FAST-VQA", ECCV 2022).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_iqa.errors import EdgeIQAError
+
+CONFIG_VERSION = 1
+VIEW_KINDS = ("resize", "center_crop", "fragments", "full")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+UHD_SOURCE = (2160, 3840)  # (height, width) of a 4K UHD-1 photo
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """How one branch of the model sees the photo.
+
+    kind: ``resize`` (center-crop to the target aspect, then resize to ``size``),
+    ``center_crop`` (native pixels, ``size``), ``fragments`` (a ``grid``×``grid`` mosaic of
+    ``patch``×``patch`` native-pixel patches, one per cell) or ``full`` (native resolution).
+    size: (height, width) of the view's output, for ``resize`` and ``center_crop``.
+    """
+
+    kind: str
+    size: tuple[int, int] | None = None
+    grid: int = 0
+    patch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in VIEW_KINDS:
+            raise EdgeIQAError(f"unknown view kind {self.kind!r}; choose one of {', '.join(VIEW_KINDS)}")
+        if self.size is not None:
+            object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        if self.kind in ("resize", "center_crop"):
+            if self.size is None or len(self.size) != 2 or min(self.size) < 8:
+                raise EdgeIQAError(f"view {self.kind} needs size=(height, width) of at least 8 px, got {self.size}")
+        if self.kind == "fragments" and (self.grid < 1 or self.patch < 8):
+            raise EdgeIQAError(f"view fragments needs grid >= 1 and patch >= 8, got grid={self.grid} patch={self.patch}")
+
+    def output_size(self, source: tuple[int, int]) -> tuple[int, int]:
+        """(height, width) of the tensor this view gives for a source of (height, width)."""
+        if self.kind in ("resize", "center_crop"):
+            return self.size  # type: ignore[return-value]
+        if self.kind == "fragments":
+            side = self.grid * self.patch
+            return (side, side)
+        return (int(source[0]), int(source[1]))
+
+    def spec(self) -> str:
+        """The short form used on the command line, e.g. ``resize:720x1280`` (height×width)."""
+        if self.kind in ("resize", "center_crop"):
+            return f"{self.kind}:{self.size[0]}x{self.size[1]}"
+        if self.kind == "fragments":
+            return f"fragments:{self.grid}x{self.patch}"
+        return "full"
+
+    @classmethod
+    def parse(cls, text: str) -> "ViewConfig":
+        """Parse ``resize:HxW``, ``center_crop:HxW``, ``fragments:GRIDxPATCH`` or ``full``."""
+        kind, _, arg = text.strip().partition(":")
+        try:
+            if kind == "full" and not arg:
+                return cls("full")
+            a, b = (int(v) for v in arg.lower().split("x"))
+        except ValueError:
+            raise EdgeIQAError(
+                f"cannot parse view {text!r}; use resize:HxW, center_crop:HxW, fragments:GRIDxPATCH or full"
+            ) from None
+        if kind == "fragments":
+            return cls("fragments", grid=a, patch=b)
+        return cls(kind, size=(a, b))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model: backbone, feature levels, head, views, I/O.
+
+    Each view is one branch with its own backbone (``timm.create_model(backbone,
+    features_only=True, out_indices=feature_levels)``); the pooled features of every level of
+    every branch are concatenated and a small MLP maps them to one score in ``score_range``.
+    Inputs are RGB in [0, 1]; ``mean``/``std`` normalisation happens inside the model so that
+    exported artifacts take plain pixels.
+    """
+
+    name: str
+    backbone: str
+    views: tuple[ViewConfig, ...]
+    feature_levels: tuple[int, ...] = (1, 2, 3, 4)
+    head_hidden: int = 128
+    head_dropout: float = 0.1
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    score_range: tuple[float, float] = (0.0, 1.0)
+    source_size: tuple[int, int] = UHD_SOURCE
+    role: str = "student"
+    description: str = ""
+    version: int = CONFIG_VERSION
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        views = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**v) for v in self.views)
+        object.__setattr__(self, "views", views)
+        for name in ("feature_levels", "mean", "std", "score_range", "source_size"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not views:
+            raise EdgeIQAError(f"model {self.name!r} has no views")
+        if self.role not in ("student", "teacher"):
+            raise EdgeIQAError(f"model role must be 'student' or 'teacher', got {self.role!r}")
+        lo, hi = self.score_range
+        if not hi > lo:
+            raise EdgeIQAError(f"score_range must be (low, high) with high > low, got {self.score_range}")
+        if self.version > CONFIG_VERSION:
+            raise EdgeIQAError(
+                f"model config version {self.version} is newer than this edge-iqa ({CONFIG_VERSION}); upgrade edge-iqa"
+            )
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise EdgeIQAError(f"model config has unknown fields {sorted(unknown)}; was it written by a newer edge-iqa?")
+        data = dict(data)
+        data["views"] = tuple(ViewConfig(**v) for v in data.get("views", ()))
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
