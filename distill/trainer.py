@@ -1,0 +1,303 @@
+"""The training loop shared by supervised training and distillation.
+
+AdamW with linear warm-up and cosine decay (Loshchilov & Hutter, ICLR 2019 and 2017), a
+weighted sum of registered losses, validation SRCC after every epoch, ``best.pt`` by that SRCC,
+``last.pt`` with optimizer state for ``--resume``, ``metrics.json`` with the history.
+Runs on one process or under ``torchrun`` (DistributedDataParallel: gloo on CPU, nccl on GPU);
+on a GPU it uses bfloat16 autocast and ``torch.compile``.
+
+A ``StepHook`` lets distillation add teacher outputs and features to each step's
+``LossInputs`` without a second loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from distill.losses import LossInputs, WeightedLoss
+from edge_iqa.checkpoint import read_checkpoint, save_checkpoint
+from edge_iqa.config import ModelConfig
+from edge_iqa.data.loader import ViewDataset, collate_views
+from edge_iqa.data.manifest import read_dataset_info, read_manifest
+from edge_iqa.errors import EdgeIQAError
+from edge_iqa.metrics import iqa_metrics
+from edge_iqa.model import IQAModel, build_model
+from edge_iqa.scoring import Scorer, torch_batch_fn
+
+TRAIN_CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    losses: tuple[tuple[str, float], ...] = (("mse", 1.0), ("plcc", 0.5))
+    seed: int = 0
+    num_workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+    compile: bool = True
+    version: int = TRAIN_CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise EdgeIQAError(f"need epochs >= 1 and batch_size >= 2, got {self.epochs} and {self.batch_size}")
+        object.__setattr__(self, "losses", tuple((str(n), float(w)) for n, w in self.losses))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return cls(**data)
+
+
+class StepHook(Protocol):
+    """Adds teacher information to a batch's LossInputs (distillation)."""
+
+    def prepare(self, student: IQAModel) -> list[nn.Module]: ...
+
+    def fill(self, inputs: LossInputs, indices: torch.Tensor, views: tuple[torch.Tensor, ...]) -> None: ...
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Distributed:
+    """Join the ``torchrun`` process group if launched by it (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise EdgeIQAError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+@dataclass
+class SplitData:
+    paths: list[str]
+    targets: list[float]  # normalised to [0, 1] over the score range
+    scores: list[float]  # in dataset units
+
+
+@dataclass
+class TrainData:
+    train: SplitData
+    val: SplitData
+    test: SplitData | None
+    score_range: tuple[float, float]
+    name: str
+    extra_train: list[SplitData] = field(default_factory=list)
+
+
+def load_train_data(root: str | Path) -> TrainData:
+    info = read_dataset_info(root)
+    low, high = info.score_range
+    records = read_manifest(root)
+    splits = {}
+    for split in ("train", "val", "test"):
+        rows = [r for r in records if r.split == split]
+        splits[split] = SplitData([str(r.path) for r in rows], [(r.score - low) / (high - low) for r in rows],
+                                  [r.score for r in rows])
+    for split in ("train", "val"):
+        if len(splits[split].paths) < 2:
+            raise EdgeIQAError(f"{root}: the {split} split has {len(splits[split].paths)} usable rows; need at least 2")
+    test = splits["test"] if splits["test"].paths else None
+    return TrainData(splits["train"], splits["val"], test, (low, high), info.name)
+
+
+def evaluate_split(model: IQAModel, split: SplitData, device: torch.device, batch_size: int,
+                   num_workers: int) -> dict[str, float]:
+    scorer = Scorer(model.config, torch_batch_fn(model, device))
+    results = scorer.score_paths(split.paths, batch_size=batch_size, num_workers=num_workers)
+    pairs = [(r.score, s) for r, s in zip(results, split.scores) if r.score is not None]
+    if len(pairs) < 2:
+        raise EdgeIQAError("fewer than 2 images of the split could be scored")
+    pred, target = zip(*pairs)
+    return iqa_metrics(pred, target)
+
+
+def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: TrainConfig, *,
+          resume: bool = False, hook: StepHook | None = None, progress: bool = True,
+          run_info: dict[str, Any] | None = None, init_weights: str | Path | None = None) -> dict[str, Any]:
+    """Train ``model_config`` on the dataset at ``data``; write checkpoints and metrics to ``out``."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    dist_info = init_distributed(resolve_device(cfg.device))
+    device = resolve_device(cfg.device, dist_info.local_rank)
+    seed_everything(cfg.seed + dist_info.rank)
+    data_split = load_train_data(data)
+    model_config = model_config.replace(score_range=data_split.score_range)
+
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    resume_state = read_checkpoint(last_path) if resume and last_path.is_file() else None
+    if resume and resume_state is None and dist_info.is_main:
+        print(f"edge-iqa: no {last_path} to resume from; starting fresh", flush=True)
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = build_model(resume_state["config"] if resume_state else model_config,
+                        None if resume_state else init_weights).to(device)
+    model_config = model.config
+    extra_params = hook.prepare(model) if hook else []
+    params = list(model.parameters()) + [p for module in extra_params for p in module.parameters()]
+    for module in extra_params:
+        module.to(device)
+
+    dataset = ViewDataset(data_split.train.paths, model_config.views, data_split.train.targets, train=True,
+                          seed=cfg.seed)
+    if dist_info.enabled:
+        sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                     shuffle=True, seed=cfg.seed, drop_last=True)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=cfg.num_workers, collate_fn=collate_views,
+                        persistent_workers=False, pin_memory=device.type == "cuda")
+    if len(loader) == 0:
+        raise EdgeIQAError(f"{data}: {len(dataset)} training images is fewer than one batch of {cfg.batch_size}; "
+                           "lower --batch-size")
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, cfg.warmup_epochs * len(loader)))
+    criterion = WeightedLoss(cfg.losses).to(device)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_srcc, best_epoch = 0, -math.inf, -1
+    if resume_state:
+        model.load_state_dict(resume_state["state_dict"])
+        optimizer.load_state_dict(resume_state["state"]["optimizer"])
+        scheduler.load_state_dict(resume_state["state"]["scheduler"])
+        for module, state in zip(extra_params, resume_state["state"].get("extra", [])):
+            module.load_state_dict(state)
+        info = resume_state["info"]
+        start_epoch, history = info["epoch"] + 1, info["history"]
+        best_srcc, best_epoch = info["best_val_srcc"], info["best_epoch"]
+
+    train_model: nn.Module = model
+    if dist_info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if device.type == "cuda" and cfg.compile:
+        train_model = torch.compile(train_model)
+    use_amp = device.type == "cuda" and cfg.amp
+    low, span = model.score_low, model.score_span
+    run_info = dict(run_info or {}, train_config=asdict(cfg), data=str(data), world_size=dist_info.world_size)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.time()
+        dataset.set_epoch(epoch)
+        if dist_info.enabled:
+            sampler.set_epoch(epoch)
+        else:
+            sampler.generator.manual_seed(cfg.seed * 1000 + epoch)
+        train_model.train()
+        running, count = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and dist_info.is_main),
+                   unit="batch", leave=False)
+        for batch in bar:
+            if batch is None:
+                continue
+            views, targets, indices = batch
+            views = tuple(v.to(device, non_blocking=True) for v in views)
+            targets = targets.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                scores = train_model(*views)
+            inputs = LossInputs(pred=(scores.float() - low) / span, target=targets)
+            if hook:
+                hook.fill(inputs, indices, views)
+            loss, parts = criterion(inputs)
+            if not torch.isfinite(loss):
+                raise EdgeIQAError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running, count = running + float(loss), count + 1
+            bar.set_postfix(loss=f"{running / count:.4f}", best_srcc=f"{best_srcc:.3f}")
+        bar.close()
+
+        if dist_info.is_main:
+            val = evaluate_split(model, data_split.val, device, cfg.batch_size, cfg.num_workers)
+            record = {"epoch": epoch + 1, "train_loss": running / max(count, 1), "val": val,
+                      "seconds": round(time.time() - started, 2), "lr": scheduler.get_last_lr()[0]}
+            history.append(record)
+            if val["srcc"] > best_srcc:
+                best_srcc, best_epoch = val["srcc"], epoch + 1
+            info = dict(run_info, epoch=epoch, history=history, best_val_srcc=best_srcc, best_epoch=best_epoch)
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "extra": [m.state_dict() for m in extra_params]}
+            if best_epoch == epoch + 1:
+                save_checkpoint(best_path, model, info=info)
+            save_checkpoint(last_path, model, info=info, state=state)
+            if progress:
+                tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
+                           f"val SRCC {val['srcc']:.4f}  PLCC {val['plcc']:.4f}  ({record['seconds']:.0f} s)")
+        if dist_info.enabled:
+            torch.distributed.barrier()
+
+    summary: dict[str, Any] = {}
+    if dist_info.is_main:
+        best_model = build_model(model_config)
+        best_model.load_state_dict(read_checkpoint(best_path)["state_dict"])
+        summary = dict(run_info, model=model_config.name, best_epoch=best_epoch, best_val_srcc=best_srcc,
+                       history=history, train_seconds=round(sum(h["seconds"] for h in history), 1))
+        if data_split.test:
+            summary["test"] = evaluate_split(best_model, data_split.test, device, cfg.batch_size, cfg.num_workers)
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if dist_info.enabled:
+        torch.distributed.barrier()
+    return summary

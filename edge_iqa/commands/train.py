@@ -1,0 +1,72 @@
+"""``edge-iqa train``: supervised training of any preset on a canonical dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a model preset on a dataset (manifest.csv + dataset.json)"
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Options every training command shares (train, distill)."""
+    parser.add_argument("--data", required=True, help="dataset directory with manifest.csv and dataset.json")
+    parser.add_argument("--out", required=True, help="run directory for best.pt, last.pt, metrics.json")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--allow-over-budget", action="store_true",
+                        help="train a student even if it is over the MAC budget at its source resolution")
+    parser.add_argument("--weights", help="local timm backbone weights (.pth/.safetensors) to start from")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_iqa.commands.common import add_view_option
+
+    parser.add_argument("--model", required=True, help="preset name or timm backbone (edge-iqa presets)")
+    add_view_option(parser)
+    add_train_options(parser)
+    parser.add_argument("--loss", action="append", metavar="NAME=WEIGHT",
+                        help="loss terms (repeat); default mse=1 plcc=0.5")
+
+
+def train_config_from_args(args: argparse.Namespace, default_losses: tuple[str, ...]):
+    from distill.losses import parse_loss_terms
+    from distill.trainer import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=args.weight_decay, seed=args.seed, num_workers=args.workers,
+                       device=args.device, losses=parse_loss_terms(args.loss or default_losses))
+
+
+def print_summary(summary: dict, as_json: bool) -> None:
+    from edge_iqa.commands.common import print_json, say
+
+    if as_json:
+        print_json({k: v for k, v in summary.items() if k != "history"})
+        return
+    say(f"best epoch {summary['best_epoch']}: val SRCC {summary['best_val_srcc']:.4f}")
+    if "test" in summary:
+        t = summary["test"]
+        say(f"test: SRCC {t['srcc']:.4f}  PLCC {t['plcc']:.4f}  KRCC {t['krcc']:.4f}  "
+            f"MAE {t['mae']:.4f}  RMSE {t['rmse']:.4f}  (n={t['n']})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill.trainer import train
+    from edge_iqa.commands.common import resolve_model
+    from profiling.budget import ensure_within_budget
+
+    config = resolve_model(args.model, args.view)
+    ensure_within_budget(config, allow_over_budget=args.allow_over_budget)
+    summary = train(config, args.data, args.out, train_config_from_args(args, ("mse=1", "plcc=0.5")),
+                    resume=args.resume, progress=not args.quiet, init_weights=args.weights)
+    if summary:
+        print_summary(summary, args.json)
+    return 0

@@ -1,0 +1,113 @@
+"""The quality model: one timm backbone per view, multi-level pooled features, an MLP head.
+
+Each branch is ``timm.create_model(backbone, features_only=True, out_indices=levels)``
+(Wightman, "PyTorch Image Models"), so the same code serves MobileNetV3 (Howard et al., ICCV
+2019), GhostNet (Han et al., CVPR 2020), GhostNetV2 and any timm teacher. Global-average-pooled
+features of several stages are concatenated over branches and regressed to one score, the
+multi-level design of light IQA heads such as MobileIQA (Chen et al., 2024).
+
+``forward(*views)`` takes one RGB tensor in [0, 1] per view and returns a (B,) score; it has no
+Python control flow on tensor values, so it traces and exports to ONNX and CoreML as is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge_iqa.config import ModelConfig
+from edge_iqa.errors import EdgeIQAError
+
+
+def create_backbone(config: ModelConfig) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(
+            config.backbone, pretrained=False, features_only=True, out_indices=config.feature_levels
+        )
+    except (RuntimeError, ValueError, IndexError, AssertionError) as err:
+        raise EdgeIQAError(
+            f"timm backbone {config.backbone!r} cannot give feature levels {config.feature_levels}: {err}"
+        ) from None
+
+
+class QualityHead(nn.Module):
+    """Pooled multi-level features → hidden layer → one unbounded value."""
+
+    def __init__(self, in_features: int, hidden: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.act = nn.ReLU()
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, 1)
+        nn.init.constant_(self.fc2.bias, 0.5)  # start mid-range: scores are regressed in [0, 1] units
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(self.act(self.fc1(features)))).squeeze(-1)
+
+
+class IQAModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.branches = nn.ModuleList(create_backbone(config) for _ in config.views)
+        channels = sum(sum(branch.feature_info.channels()) for branch in self.branches)
+        self.head = QualityHead(channels, config.head_hidden, config.head_dropout)
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        low, high = config.score_range
+        self.register_buffer("score_low", torch.tensor(float(low)), persistent=False)
+        self.register_buffer("score_span", torch.tensor(float(high - low)), persistent=False)
+
+    def feature_maps(self, *views: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Multi-scale feature maps of every branch: ``[branch][level]`` tensors (B, C, H, W)."""
+        return [branch((view - self.mean) / self.std) for branch, view in zip(self.branches, views)]
+
+    def head_features(self, *views: torch.Tensor) -> torch.Tensor:
+        """The (B, D) vector the head regresses: pooled features of every level and branch."""
+        pooled = [level.mean(dim=(2, 3)) for levels in self.feature_maps(*views) for level in levels]
+        return torch.cat(pooled, dim=1)
+
+    def forward_head(self, head_features: torch.Tensor) -> torch.Tensor:
+        """Head features → score in ``config.score_range`` units (B,)."""
+        return self.score_low + self.score_span * self.head(head_features)
+
+    def forward(self, *views: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.head_features(*views))
+
+
+def build_model(config: ModelConfig, weights: str | Path | None = None) -> IQAModel:
+    """A model for ``config``; ``weights`` is an optional local timm checkpoint for every branch."""
+    model = IQAModel(config)
+    if weights is not None:
+        load_backbone_weights(model, weights)
+    return model
+
+
+def load_backbone_weights(model: IQAModel, weights: str | Path) -> None:
+    """Load a local timm classifier state dict (no download) into every branch."""
+    path = Path(weights)
+    if not path.is_file():
+        raise EdgeIQAError(f"{path}: backbone weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    for branch in model.branches:
+        own = branch.state_dict()
+        matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not matched:
+            raise EdgeIQAError(f"{path}: no tensor matches the {model.config.backbone} backbone; wrong weights file?")
+        branch.load_state_dict(matched, strict=False)
+
+
+def example_inputs(config: ModelConfig, source: tuple[int, int] | None = None, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the exact shapes the views give for a (height, width) source."""
+    source = source or config.source_size
+    return tuple(torch.rand(batch, 3, *view.output_size(source)) for view in config.views)
