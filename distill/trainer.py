@@ -266,7 +266,7 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
             loss.backward()
             optimizer.step()
             scheduler.step()
-            running, count = running + float(loss), count + 1
+            running, count = running + float(loss.detach()), count + 1
             bar.set_postfix(loss=f"{running / count:.4f}", best_srcc=f"{best_srcc:.3f}")
         bar.close()
 

@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny embedded dataset built once per test session."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from edge_iqa.config import ModelConfig, ViewConfig
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory):
+    """The embedded synthetic dataset from the package photos at 64 px (all 18 references)."""
+    from edge_iqa.data.synth import build_synth_dataset
+
+    return build_synth_dataset(tmp_path_factory.mktemp("synth") / "data", seed=0, max_side=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_student() -> ModelConfig:
+    """demo-student's architecture at inputs small enough for a fast CPU test."""
+    from edge_iqa.presets import get_preset
+
+    return get_preset("demo-student").replace(
+        name="tiny-student",
+        views=(ViewConfig("resize", size=(32, 48)), ViewConfig("fragments", grid=2, patch=16)),
+        source_size=(48, 64),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _quiet_edge_iqa_logs(caplog):
+    caplog.set_level(logging.WARNING, logger="edge_iqa")
