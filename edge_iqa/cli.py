@@ -23,6 +23,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("evaluate", "edge_iqa.commands.evaluate"),
     ("score", "edge_iqa.commands.score"),
     ("presets", "edge_iqa.commands.presets"),
+    ("profile", "profiling.command"),
+    ("export", "export.command"),
     ("demo", "edge_iqa.commands.demo"),
 )
 
