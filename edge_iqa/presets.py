@@ -8,7 +8,9 @@
 - ``uhd-teacher``: a ResNet-50 teacher on 1080p resize + native center crop + fragments; over
   the 50 GMAC budget by design (teachers are exempt).
 - ``demo-student`` / ``demo-teacher``: small models for the embedded synthetic data (photos of
-  at most 512 px), used by ``edge-iqa demo`` and the tests.
+  at most 512 px), used by ``edge-iqa demo``. SSIM labels depend on fine structure, so the
+  student looks at native-pixel fragments; views are fixed-size so photos of different sizes
+  batch together.
 
 Any timm backbone can be named directly (``timm:NAME`` or a bare timm model name): it gets
 the default student views.
@@ -98,16 +100,16 @@ register_preset(ModelConfig(
 register_preset(ModelConfig(
     name="demo-student",
     backbone="mobilenetv3_small_100",
-    views=(ViewConfig("resize", size=(192, 256)), ViewConfig("fragments", grid=4, patch=48)),
+    views=(ViewConfig("fragments", grid=8, patch=32),),
     source_size=DEMO_SOURCE,
-    description="small student for the embedded synthetic data (photos up to 512 px)",
+    description="small student for the embedded synthetic data (photos up to 512 px): native-pixel fragments",
 ))
 register_preset(ModelConfig(
     name="demo-teacher",
     backbone="resnet18",
-    views=(ViewConfig("full"),),
+    views=(ViewConfig("resize", size=(384, 512)), ViewConfig("fragments", grid=8, patch=32)),
     head_hidden=256,
     source_size=DEMO_SOURCE,
     role="teacher",
-    description="teacher for the embedded synthetic data: ResNet-18 on native pixels",
+    description="teacher for the embedded synthetic data: ResNet-18 on the whole photo + fragments",
 ))
