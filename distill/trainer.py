@@ -7,7 +7,8 @@ Runs on one process or under ``torchrun`` (DistributedDataParallel: gloo on CPU,
 on a GPU it uses bfloat16 autocast and ``torch.compile``.
 
 A ``StepHook`` lets distillation add teacher outputs and features to each step's
-``LossInputs`` without a second loop.
+``LossInputs`` without a second loop; ``extra_train`` adds images with pseudo-labels to the
+training set (labeled + pseudo-labeled training).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -65,7 +66,17 @@ class TrainConfig:
 
 
 class StepHook(Protocol):
-    """Adds teacher information to a batch's LossInputs (distillation)."""
+    """Adds teacher information to a batch's LossInputs (distillation).
+
+    The trainer calls ``bind(paths)`` with the training images in dataset-index order (the
+    order of the ``indices`` that ``fill`` receives), then ``prepare(student)``, which returns
+    extra trainable modules (projections; optimised, saved for ``--resume``, gradients averaged
+    over ranks). ``loss_modules`` gives ready-built loss terms by name for the weighted sum.
+    """
+
+    loss_modules: Mapping[str, nn.Module]
+
+    def bind(self, paths: Sequence[str]) -> None: ...
 
     def prepare(self, student: IQAModel) -> list[nn.Module]: ...
 
@@ -169,10 +180,53 @@ def evaluate_split(model: IQAModel, split: SplitData, device: torch.device, batc
     return iqa_metrics(pred, target)
 
 
+def average_gradients(modules: Sequence[nn.Module], world_size: int) -> None:
+    """All-reduce the gradients of modules outside DDP (distillation projections), so every
+    rank takes the same step."""
+    import torch.distributed as dist
+
+    for module in modules:
+        for param in module.parameters():
+            if param.grad is not None:
+                dist.all_reduce(param.grad)
+                param.grad /= world_size
+
+
+def weights_fingerprint(modules: Sequence[nn.Module]) -> str:
+    """SHA-256 of every parameter, to check that ranks hold the same model.
+
+    Buffers are left out: DDP broadcasts BatchNorm statistics from rank 0 at the start of each
+    forward, so after the last step every rank holds its own (rank 0's are the ones saved).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.named_parameters():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def rank_fingerprints(modules: Sequence[nn.Module], dist_info: Distributed) -> list[str]:
+    """Every rank's :func:`weights_fingerprint` (one entry without ``torchrun``)."""
+    own = weights_fingerprint(modules)
+    if not dist_info.enabled:
+        return [own]
+    gathered: list[str | None] = [None] * dist_info.world_size
+    torch.distributed.all_gather_object(gathered, own)
+    return [str(g) for g in gathered]
+
+
 def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: TrainConfig, *,
           resume: bool = False, hook: StepHook | None = None, progress: bool = True,
-          run_info: dict[str, Any] | None = None, init_weights: str | Path | None = None) -> dict[str, Any]:
-    """Train ``model_config`` on the dataset at ``data``; write checkpoints and metrics to ``out``."""
+          run_info: dict[str, Any] | None = None, init_weights: str | Path | None = None,
+          extra_train: Sequence[SplitData] = ()) -> dict[str, Any]:
+    """Train ``model_config`` on the dataset at ``data``; write checkpoints and metrics to ``out``.
+
+    ``extra_train``: more training images with their (pseudo-)labels in normalised units,
+    appended to the dataset's train split.
+    """
     from tqdm import tqdm
 
     out = Path(out)
@@ -191,13 +245,16 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
     model = build_model(resume_state["config"] if resume_state else model_config,
                         None if resume_state else init_weights).to(device)
     model_config = model.config
+    train_paths = data_split.train.paths + [p for split in extra_train for p in split.paths]
+    train_targets = data_split.train.targets + [t for split in extra_train for t in split.targets]
+    if hook:
+        hook.bind(train_paths)
     extra_params = hook.prepare(model) if hook else []
     params = list(model.parameters()) + [p for module in extra_params for p in module.parameters()]
     for module in extra_params:
         module.to(device)
 
-    dataset = ViewDataset(data_split.train.paths, model_config.views, data_split.train.targets, train=True,
-                          seed=cfg.seed)
+    dataset = ViewDataset(train_paths, model_config.views, train_targets, train=True, seed=cfg.seed)
     if dist_info.enabled:
         sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                      shuffle=True, seed=cfg.seed, drop_last=True)
@@ -213,10 +270,11 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, cfg.warmup_epochs * len(loader)))
-    criterion = WeightedLoss(cfg.losses).to(device)
+    criterion = WeightedLoss(cfg.losses, getattr(hook, "loss_modules", None), teacher=hook is not None).to(device)
 
     history: list[dict[str, Any]] = []
     start_epoch, best_srcc, best_epoch = 0, -math.inf, -1
+    last_srcc = math.nan
     if resume_state:
         model.load_state_dict(resume_state["state_dict"])
         optimizer.load_state_dict(resume_state["state"]["optimizer"])
@@ -226,6 +284,7 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
         info = resume_state["info"]
         start_epoch, history = info["epoch"] + 1, info["history"]
         best_srcc, best_epoch = info["best_val_srcc"], info["best_epoch"]
+        last_srcc = history[-1]["val"]["srcc"] if history else math.nan
 
     train_model: nn.Module = model
     if dist_info.enabled:
@@ -245,7 +304,7 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
         else:
             sampler.generator.manual_seed(cfg.seed * 1000 + epoch)
         train_model.train()
-        running, count = 0.0, 0
+        running, count, term_sums = 0.0, 0, {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and dist_info.is_main),
                    unit="batch", leave=False)
         for batch in bar:
@@ -264,17 +323,22 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
                 raise EdgeIQAError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if dist_info.enabled:
+                average_gradients(extra_params, dist_info.world_size)
             optimizer.step()
             scheduler.step()
             running, count = running + float(loss.detach()), count + 1
-            bar.set_postfix(loss=f"{running / count:.4f}", best_srcc=f"{best_srcc:.3f}")
+            term_sums = {name: term_sums.get(name, 0.0) + value for name, value in parts.items()}
+            bar.set_postfix(loss=f"{running / count:.4f}", val_srcc=f"{last_srcc:.3f}", best=f"{best_srcc:.3f}")
         bar.close()
 
         if dist_info.is_main:
             val = evaluate_split(model, data_split.val, device, cfg.batch_size, cfg.num_workers)
-            record = {"epoch": epoch + 1, "train_loss": running / max(count, 1), "val": val,
+            record = {"epoch": epoch + 1, "train_loss": running / max(count, 1),
+                      "train_terms": {name: value / max(count, 1) for name, value in term_sums.items()}, "val": val,
                       "seconds": round(time.time() - started, 2), "lr": scheduler.get_last_lr()[0]}
             history.append(record)
+            last_srcc = val["srcc"]
             if val["srcc"] > best_srcc:
                 best_srcc, best_epoch = val["srcc"], epoch + 1
             info = dict(run_info, epoch=epoch, history=history, best_val_srcc=best_srcc, best_epoch=best_epoch)
@@ -290,11 +354,14 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
             torch.distributed.barrier()
 
     summary: dict[str, Any] = {}
+    fingerprints = rank_fingerprints([model, *extra_params], dist_info)
     if dist_info.is_main:
         best_model = build_model(model_config)
         best_model.load_state_dict(read_checkpoint(best_path)["state_dict"])
         summary = dict(run_info, model=model_config.name, best_epoch=best_epoch, best_val_srcc=best_srcc,
                        history=history, train_seconds=round(sum(h["seconds"] for h in history), 1))
+        if dist_info.enabled:
+            summary["rank_weights_sha256"] = fingerprints
         if data_split.test:
             summary["test"] = evaluate_split(best_model, data_split.test, device, cfg.batch_size, cfg.num_workers)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))

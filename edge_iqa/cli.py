@@ -20,6 +20,8 @@ from edge_iqa.errors import EdgeIQAError
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("data", "edge_iqa.commands.data"),
     ("train", "edge_iqa.commands.train"),
+    ("distill", "edge_iqa.commands.distill"),
+    ("pseudo-label", "edge_iqa.commands.pseudo_label"),
     ("evaluate", "edge_iqa.commands.evaluate"),
     ("score", "edge_iqa.commands.score"),
     ("presets", "edge_iqa.commands.presets"),

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edge_iqa.cli import main
+from edge_iqa.config import ViewConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import build_model, example_inputs
 from edge_iqa.presets import get_preset, list_presets
@@ -196,14 +197,16 @@ def test_budget_gate_refuses_an_over_budget_student_only():
 
 
 def test_fit_fills_the_budget_and_keeps_aspects():
-    config = get_preset("demo-student")  # resize:192x256 + fragments:4x48, 0.09 GMAC at 512x384
+    config = get_preset("demo-student").replace(  # about 0.09 GMAC at 512x384
+        views=(ViewConfig("resize", size=(192, 256)), ViewConfig("fragments", grid=4, patch=48)))
     fitted = fit_to_budget(config, budget_gmac=0.05)
     verdict = check_budget(profile_config(fitted, fvcore=False, details=False), 0.05)
     assert verdict.within and verdict.macs > 0.9 * verdict.budget_macs
     resize, fragments = fitted.views
     assert resize.kind == "resize" and resize.size[0] * 4 == resize.size[1] * 3 and resize.size[0] < 192
     assert fragments.kind == "fragments" and fragments.patch == 48 and fragments.grid <= 4
-    teacher = fit_to_budget(get_preset("demo-teacher"), budget_gmac=1.0)  # a full view becomes a resize
+    full = get_preset("demo-teacher").replace(views=(ViewConfig("full"),))
+    teacher = fit_to_budget(full, budget_gmac=1.0)  # a full view becomes a resize
     assert [v.kind for v in teacher.views] == ["resize"] and teacher.views[0].size[0] * 4 == teacher.views[0].size[1] * 3
 
 
@@ -220,5 +223,6 @@ def test_source_is_width_by_height():
     assert parse_source("3840x2160") == (2160, 3840)
     with pytest.raises(EdgeIQAError, match="center_crop:1080x1080"):
         profile_config(get_preset("uhd-teacher"), (720, 1280), fvcore=False)
-    assert math.isclose(profile_config(get_preset("demo-teacher"), (480, 640), fvcore=False).macs,
+    full = get_preset("demo-teacher").replace(views=(ViewConfig("full"),))
+    assert math.isclose(profile_config(full, (480, 640), fvcore=False).macs,
                         profile_timm_classifier("resnet18", (480, 640), fvcore=False).macs, rel_tol=0.01)

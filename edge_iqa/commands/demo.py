@@ -1,19 +1,27 @@
 """``edge-iqa demo``: the whole path on the embedded data, from photos to scores.
 
-Builds the synthetic dataset from photos shipped by installed packages, trains the small demo
-student, evaluates it on the test split and scores a few photos, then prints a summary.
+Builds the synthetic dataset from photos shipped by installed packages, trains the
+``demo-teacher`` preset (or takes ``--teacher``), distills the ``demo-student`` preset from it,
+evaluates teacher and student on the test split and scores a few photos, then prints a
+summary. Steps already done in ``--out`` (data, a finished teacher) are reused.
 """
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "run the whole path on the embedded data: synth data -> train a student -> evaluate -> score"
+HELP = ("run the whole path on the embedded data: synth data -> train a teacher -> distill a student -> "
+        "evaluate -> score")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="folder for the data, the run and the summary")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--out", default="runs/demo", help="folder for the data, the runs and the summary")
+    parser.add_argument("--epochs", type=int, default=30, help="student epochs")
+    parser.add_argument("--teacher-epochs", type=int, default=6, help="teacher epochs (when the demo trains it)")
+    parser.add_argument("--teacher", help="a trained teacher checkpoint or CSV of teacher scores to distill from "
+                                          "instead of training demo-teacher")
+    parser.add_argument("--loss", action="append", metavar="NAME=WEIGHT",
+                        help="distillation loss terms (repeat); default those of edge-iqa distill")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
@@ -26,31 +34,44 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from distill.trainer import TrainConfig, train
+    from distill.distiller import distill
+    from distill.losses import parse_loss_terms
+    from distill.trainer import TrainConfig
     from edge_iqa.commands.common import format_table, print_json, say
+    from edge_iqa.commands.distill import DEFAULT_LOSSES
     from edge_iqa.data.manifest import read_manifest
     from edge_iqa.data.synth import build_synth_dataset
     from edge_iqa.presets import get_preset
     from edge_iqa.scoring import load
+    from profiling.budget import ensure_within_budget
 
     out = Path(args.out)
     data = out / "data"
     started = time.time()
+    progress = not args.json
     if (data / "manifest.csv").is_file():
-        say(f"[1/4] reusing the synthetic dataset in {data}")
+        say(f"[1/5] reusing the synthetic dataset in {data}")
     else:
-        say(f"[1/4] building the synthetic dataset in {data}")
+        say(f"[1/5] building the synthetic dataset in {data}")
         build_synth_dataset(data, seed=args.seed, max_side=args.max_side)
 
-    say("[2/4] training demo-student")
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, num_workers=args.workers)
-    summary = train(get_preset("demo-student"), data, out / "student", config, progress=not args.json)
+    teacher_path, teacher_test = _teacher(args, data, out, progress, say)
 
-    say("[3/4] test split of the best checkpoint")
+    student = get_preset("demo-student")
+    ensure_within_budget(student)
+    say(f"[3/5] distilling demo-student from {teacher_path}")
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, num_workers=args.workers,
+                         losses=parse_loss_terms(args.loss or DEFAULT_LOSSES))
+    summary = distill(student, data, out / "student", config, teacher_path, progress=progress)
+
+    say("[4/5] test split of the best checkpoints")
     test = summary.get("test", {})
-    say(f"      SRCC {test.get('srcc', float('nan')):.4f}  PLCC {test.get('plcc', float('nan')):.4f}  n={test.get('n', 0)}")
+    rows = [("demo-student (distilled)", test.get("srcc"), test.get("plcc"), test.get("n"))]
+    if teacher_test:
+        rows.insert(0, ("demo-teacher", teacher_test.get("srcc"), teacher_test.get("plcc"), teacher_test.get("n")))
+    say(format_table(("model", "SRCC", "PLCC", "n"), rows))
 
-    say("[4/4] scoring a few test photos")
+    say("[5/5] scoring a few test photos with the student")
     test_records = read_manifest(data, split="test")
     records = test_records[:: max(1, len(test_records) // 5)][:5]
     scorer = load(out / "student" / "best.pt")
@@ -58,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     say(format_table(("photo", "SSIM label", "predicted"),
                      [(Path(r.path).name, rec.score, r.score) for r, rec in zip(scored, records)]))
 
-    result = {"data": str(data), "checkpoint": str(out / "student" / "best.pt"), "test": test,
-              "best_val_srcc": summary["best_val_srcc"], "train_seconds": summary["train_seconds"],
+    result = {"data": str(data), "teacher": str(teacher_path), "teacher_test": teacher_test,
+              "checkpoint": str(out / "student" / "best.pt"), "losses": [list(t) for t in config.losses],
+              "test": test, "best_val_srcc": summary["best_val_srcc"], "train_seconds": summary["train_seconds"],
               "total_seconds": round(time.time() - started, 1),
               "scored": [{"path": r.path, "label": rec.score, "score": r.score} for r, rec in zip(scored, records)]}
     (out / "summary.json").write_text(json.dumps(result, indent=2))
@@ -68,3 +90,25 @@ def run(args: argparse.Namespace) -> int:
     else:
         say(f"done in {result['total_seconds']:.0f} s; summary in {out / 'summary.json'}")
     return 0
+
+
+def _teacher(args: argparse.Namespace, data, out, progress: bool, say):
+    """The teacher to distill from, and its test metrics when the demo trained it."""
+    import json
+
+    from distill.trainer import TrainConfig, train
+    from edge_iqa.presets import get_preset
+
+    if args.teacher:
+        say(f"[2/5] using the teacher {args.teacher}")
+        return args.teacher, {}
+    run = out / "teacher"
+    if (run / "metrics.json").is_file() and (run / "best.pt").is_file():
+        say(f"[2/5] reusing the trained demo-teacher in {run}")
+        return run / "best.pt", json.loads((run / "metrics.json").read_text()).get("test", {})
+    say(f"[2/5] training demo-teacher ({args.teacher_epochs} epochs)")
+    config = TrainConfig(epochs=args.teacher_epochs, batch_size=args.batch_size, seed=args.seed,
+                         num_workers=args.workers)
+    summary = train(get_preset("demo-teacher"), data, run, config, resume=(run / "last.pt").is_file(),
+                    progress=progress)
+    return run / "best.pt", summary.get("test", {})

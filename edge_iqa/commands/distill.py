@@ -1,0 +1,49 @@
+"""``edge-iqa distill``: train a student preset from a teacher (checkpoint or CSV of scores)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "distill a student preset from a teacher checkpoint or a CSV of teacher scores"
+DEFAULT_LOSSES = ("mse=1", "plcc=0.5", "kd_mse=1")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_iqa.commands.common import add_view_option
+    from edge_iqa.commands.train import add_train_options
+
+    parser.add_argument("--teacher", required=True,
+                        help="teacher checkpoint (.pt; any backbone and views, over budget allowed) or a CSV of "
+                             "teacher scores (path,score in the dataset's units, e.g. from edge-iqa pseudo-label)")
+    parser.add_argument("--student", required=True, help="student preset or timm backbone (edge-iqa presets)")
+    add_view_option(parser)
+    add_train_options(parser)
+    parser.add_argument("--loss", action="append", metavar="NAME=WEIGHT",
+                        help=f"loss terms (repeat); default {' '.join(DEFAULT_LOSSES)}. Ground truth: mse l1 plcc "
+                             "rank fidelity; teacher score: kd_mse kd_l1 kd_rank kd_fidelity; teacher features: "
+                             "hint head_mse relational hetero_relational")
+    parser.add_argument("--pair", action="append", metavar="LOSS:STUDENT:TEACHER[:WEIGHT[:GRID]]",
+                        help="a feature pair for a feature loss (repeat), e.g. hint:branches.0.level4:branches.0.level4; "
+                             "features: head, branches.B.levelL or a module path; default: the loss's own pairs")
+    parser.add_argument("--unlabeled", action="append", metavar="DIR|CSV",
+                        help="unlabeled images (a folder, or a CSV with a path column); the teacher's scores "
+                             "become their training targets (repeat)")
+    parser.add_argument("--teacher-batch-size", type=int, help="batch size of the teacher's one pass (default --batch-size)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill.distiller import distill
+    from distill.features import FeaturePair
+    from edge_iqa.commands.common import resolve_model
+    from edge_iqa.commands.train import print_summary, train_config_from_args
+    from profiling.budget import ensure_within_budget
+
+    config = resolve_model(args.student, args.view).replace(role="student")
+    ensure_within_budget(config, allow_over_budget=args.allow_over_budget)
+    pairs = [FeaturePair.parse(spec) for spec in args.pair or ()]
+    summary = distill(config, args.data, args.out, train_config_from_args(args, DEFAULT_LOSSES), args.teacher,
+                      pairs=pairs, unlabeled=args.unlabeled or (), resume=args.resume, progress=not args.quiet,
+                      init_weights=args.weights, teacher_batch_size=args.teacher_batch_size)
+    if summary:
+        print_summary(summary, args.json)
+    return 0

@@ -1,0 +1,47 @@
+"""``edge-iqa pseudo-label``: a teacher scores unlabeled photos; the CSV feeds ``edge-iqa distill``.
+
+The CSV (``path,score,error``, absolute paths, scores in the teacher's units) is what
+``edge-iqa distill --teacher CSV`` and ``--unlabeled CSV`` read, so a teacher too large for
+the training machine can score the photos elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "score unlabeled photos with a teacher and write pseudo-labels (path,score,error) to a CSV"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("teacher", help="teacher checkpoint (.pt) or exported model (.onnx)")
+    parser.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
+    parser.add_argument("--out", required=True, help="CSV file to write (path,score,error)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print a summary as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from edge_iqa.commands.common import print_json, say
+    from edge_iqa.commands.score import write_results_csv
+    from edge_iqa.errors import EdgeIQAError
+    from edge_iqa.io import iter_image_files
+    from edge_iqa.scoring import load
+
+    scorer = load(args.teacher, args.device)
+    files = [os.path.abspath(p) for p in iter_image_files(args.paths)]
+    if not files:
+        raise EdgeIQAError(f"no images found in {', '.join(args.paths)}")
+    results = scorer.score_paths(files, args.batch_size, args.workers, progress=not args.json)
+    write_results_csv(args.out, results)
+    failed = sum(1 for r in results if r.error)
+    summary = {"teacher": args.teacher, "out": args.out, "n": len(results), "labeled": len(results) - failed,
+               "failed": failed, "score_range": list(scorer.config.score_range)}
+    if args.json:
+        print_json(summary)
+    else:
+        say(f"{summary['labeled']} pseudo-labels written to {args.out}" + (f"; {failed} files failed" if failed else ""))
+    return 0
