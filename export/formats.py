@@ -1,0 +1,152 @@
+"""The one table of export formats, and the export settings stored with every artifact.
+
+``FORMATS`` drives option validation (:meth:`ExportConfig.__post_init__`), the CLI help
+(``edge-iqa export --help``), the test matrix and the benchmark: adding a format means adding
+a row here and its conversion function. ``ExportConfig`` is a frozen, versioned dataclass
+serialised into the artifact's metadata (and a JSON sidecar for TensorRT engines) and loaded
+back only through :meth:`ExportConfig.from_dict` (known fields only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from edge_iqa.errors import EdgeIQAError
+
+EXPORT_CONFIG_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8", "w8")
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+CPU_LAYOUTS = ("auto", "qdq", "qoperator")
+
+
+@dataclass(frozen=True)
+class Format:
+    """One export target.
+
+    precisions: what ``--precision`` may be. calib_precisions: those that need ``--calib``.
+    runtime: the module whose import means artifacts of this format can run here.
+    simulated_by: what the accuracy check runs instead where that runtime is missing.
+    builder: ``module:function`` that writes the artifact (see :mod:`export.pipeline`).
+    """
+
+    name: str
+    suffix: str
+    precisions: tuple[str, ...]
+    default_precision: str
+    calib_precisions: tuple[str, ...]
+    runtime: str
+    device: str
+    simulated_by: str
+    builder: str
+    description: str
+
+    def runtime_available(self) -> bool:
+        if self.name == "coreml":
+            from export.coreml import coreml_runtime_available
+
+            return coreml_runtime_available()
+        return importlib.util.find_spec(self.runtime) is not None
+
+    def needs_calib(self, precision: str) -> bool:
+        return precision in self.calib_precisions
+
+    def help_line(self) -> str:
+        calib = f"; {'/'.join(self.calib_precisions)} needs --calib" if self.calib_precisions else ""
+        return (f"{self.name} (--precision {'|'.join(self.precisions)}, default {self.default_precision}{calib}): "
+                f"{self.description}")
+
+    def build_function(self):
+        import importlib
+
+        module, _, name = self.builder.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("onnx", ".onnx", ("fp32", "fp16", "int8"), "fp32", ("int8",), "onnxruntime", "CPU",
+           "ONNX Runtime", "export.pipeline:build_onnx",
+           "one-file ONNX; int8 = U8S8 for ONNX Runtime on CPU, QDQ or QOperator (faster one)"),
+    Format("tensorrt", ".plan", ("fp32", "fp16", "int8"), "int8", ("int8",), "tensorrt", "GPU/DLA",
+           "ONNX Runtime on the same (QDQ) ONNX graph", "export.pipeline:build_tensorrt",
+           "TensorRT engine from ONNX; int8 = symmetric S8S8 QDQ (explicit quantization); without "
+           "tensorrt: the ONNX, a TensorRT rule check and build_engine.sh for trtexec"),
+    Format("coreml", ".mlpackage", ("fp32", "fp16", "w8", "int8"), "fp16", ("int8",), "coremltools", "ANE/GPU/CPU",
+           "PyTorch with the package's weights read back (activations rounded to FP16)",
+           "export.pipeline:build_coreml",
+           "ML Program package with image inputs; w8 = int8 weights, int8 = W8A8 (weights and activations)"),
+)}
+
+
+def get_format(name: str) -> Format:
+    if name not in FORMATS:
+        raise EdgeIQAError(f"unknown export format {name!r}; choose one of {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How one artifact was made; stored in its metadata.
+
+    calib_method: activation range estimation for int8 (``minmax``, ``percentile``, ``entropy``).
+    calib_images: at most this many images of ``calib_split`` are used for calibration.
+    cpu_layout: int8 ONNX for CPU: ``qdq``, ``qoperator`` or ``auto`` (measure both, keep the
+    faster). float_layers: what int8 ONNX/TensorRT graphs leave in float (node names, module
+    globs, stage groups or ``auto``; see :func:`export.quantize.resolve_float_layers`).
+    """
+
+    format: str
+    precision: str = ""  # empty: the format's default precision
+    calib_method: str = "minmax"
+    calib_split: str = "train"
+    calib_images: int = 256
+    percentile: float = 99.999
+    cpu_layout: str = "auto"
+    float_layers: tuple[str, ...] = ()
+    opset: int = 18
+    version: int = EXPORT_CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        fmt = get_format(self.format)
+        if not self.precision:
+            object.__setattr__(self, "precision", fmt.default_precision)
+        if self.precision not in fmt.precisions:
+            raise EdgeIQAError(f"--precision {self.precision} is not available for --format {self.format}; "
+                               f"choose one of {', '.join(fmt.precisions)}")
+        if self.calib_method not in CALIB_METHODS:
+            raise EdgeIQAError(f"unknown calibration method {self.calib_method!r}; choose one of {', '.join(CALIB_METHODS)}")
+        if self.cpu_layout not in CPU_LAYOUTS:
+            raise EdgeIQAError(f"unknown int8 CPU layout {self.cpu_layout!r}; choose one of {', '.join(CPU_LAYOUTS)}")
+        if self.calib_images < 1:
+            raise EdgeIQAError(f"--calib-images must be at least 1, got {self.calib_images}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise EdgeIQAError(f"--percentile must be in (50, 100], got {self.percentile}")
+        if self.opset < 13:
+            raise EdgeIQAError(f"--opset {self.opset} is too old: per-channel int8 needs opset 13 or newer")
+        if self.version > EXPORT_CONFIG_VERSION:
+            raise EdgeIQAError(f"export config version {self.version} is newer than this edge-iqa; upgrade edge-iqa")
+        object.__setattr__(self, "float_layers", tuple(self.float_layers))
+        if self.float_layers and not (self.precision == "int8" and self.format in ("onnx", "tensorrt")):
+            raise EdgeIQAError("--float-layer applies to int8 ONNX and TensorRT graphs only; "
+                               f"--format {self.format} --precision {self.precision} would ignore it")
+
+    @property
+    def needs_calib(self) -> bool:
+        return get_format(self.format).needs_calib(self.precision)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExportConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise EdgeIQAError(f"export config has unknown fields {sorted(unknown)}; was it written by a newer edge-iqa?")
+        return cls(**data)

@@ -1,0 +1,124 @@
+"""PyTorch → ONNX: ``torch2onnx`` writes one self-contained ``.onnx`` file per model.
+
+The graph comes from ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript), with the
+weights inside the file (``external_data=False``: a deployable artifact is one file), inputs
+``view0..viewN`` (RGB [0, 1] NCHW, one per view), output ``score`` (B,), and a dynamic batch
+axis. ``full`` views also get dynamic height and width, since they take native pixels.
+The model config, preprocessing and export settings go into ``metadata_props``
+(see :mod:`export.metadata`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from edge_iqa.config import ModelConfig
+from edge_iqa.errors import EdgeIQAError
+from edge_iqa.model import IQAModel, example_inputs
+from export.metadata import artifact_metadata, input_names
+
+DEFAULT_OPSET = 18
+EXAMPLE_BATCH = 2  # torch.export specialises a dimension traced at size 0 or 1
+
+
+def torch2onnx(model: IQAModel, path: str | Path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
+               export: Mapping[str, Any] | None = None) -> Path:
+    """Export ``model`` (eval mode, CPU, FP32) to the single ONNX file ``path``.
+
+    ``export`` is extra JSON metadata about the export (precision, tool versions, …) stored
+    under ``edge_iqa.export`` next to the model config and preprocessing.
+    """
+    config: ModelConfig = model.config
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.float().cpu().eval()
+    inputs = example_inputs(config, batch=EXAMPLE_BATCH if dynamic_batch else 1)
+    program = _export_program(model, inputs, opset, _dynamic_shapes(config, dynamic_batch))
+    settings = {"format": "onnx", "precision": "fp32", "opset": opset, "dynamic_batch": dynamic_batch,
+                "exporter": f"torch.onnx dynamo (torch {torch.__version__})", **dict(export or {})}
+    proto = program.model_proto
+    set_metadata(proto, artifact_metadata(config, settings))
+    save_onnx(proto, path)
+    return path
+
+
+def _dynamic_shapes(config: ModelConfig, dynamic_batch: bool):
+    if not dynamic_batch and all(v.kind != "full" for v in config.views):
+        return None
+    Dim = torch.export.Dim
+    batch = Dim("batch", min=1, max=4096) if dynamic_batch else None
+    shapes = []
+    for i, view in enumerate(config.views):
+        axes = {0: batch} if batch is not None else {}
+        if view.kind == "full":
+            axes.update({2: Dim(f"height{i}", min=32, max=16384), 3: Dim(f"width{i}", min=32, max=16384)})
+        shapes.append(axes)
+    return (tuple(shapes),)  # forward(*views): one positional argument holding every view
+
+
+def _export_program(model, inputs, opset: int, dynamic_shapes):
+    names = input_names(model.config)
+    # The dynamo exporter prints progress lines and deprecation chatter; keep the CLI quiet.
+    sink = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), _quiet_loggers():
+            warnings.simplefilter("ignore")
+            with torch.no_grad():
+                return torch.onnx.export(
+                    model, inputs, dynamo=True, external_data=False, opset_version=opset,
+                    input_names=names, output_names=["score"], dynamic_shapes=dynamic_shapes,
+                    optimize=True, verbose=False,
+                )
+    except Exception as err:  # torch.export raises many types; name the model and keep one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EdgeIQAError(f"ONNX export of {model.config.name!r} failed: {first}") from err
+
+
+@contextlib.contextmanager
+def _quiet_loggers():
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def set_metadata(proto, metadata: Mapping[str, str]) -> None:
+    """Replace ``metadata_props`` entries of an ``onnx.ModelProto`` with ``metadata``."""
+    kept = [p for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "edge-iqa"
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, without loading its weights."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def save_onnx(proto, path: str | Path) -> Path:
+    """Write ``proto`` as one file (weights inside); refuse models over protobuf's 2 GB limit."""
+    import onnx
+
+    path = Path(path)
+    if proto.ByteSize() >= 2**31:
+        raise EdgeIQAError(f"{path}: model over 2 GB cannot be one ONNX file; export a smaller model")
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    return path

@@ -1,0 +1,373 @@
+"""Model → artifact → checks: what ``edge-iqa export`` runs, one builder per format.
+
+A builder (named in the format table, :data:`export.formats.FORMATS`) writes the artifact into
+the output folder and returns an :class:`Artifact`: its files, the structural checks it ran
+(MACs against PyTorch, TensorRT's rules, CoreML weights read back) and a batch function that
+scores with it — in its own runtime (``ran``) or, where that runtime is missing here, with a
+stand-in that is said to be one (``simulated``). :func:`check_parity` then scores a dataset
+split with the artifact and with the FP32 PyTorch model (:mod:`export.parity`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from edge_iqa.config import ModelConfig
+from edge_iqa.errors import EdgeIQAError
+from edge_iqa.model import IQAModel, example_inputs
+from export.formats import ExportConfig, get_format
+from export.metadata import EXPORT_KEY, artifact_metadata, file_size
+from export.parity import RAN, SIMULATED, SKIPPED, THRESHOLDS, Check, Thresholds, accuracy_check, failed
+
+BatchFn = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+@dataclass
+class Artifact:
+    """What a builder made. ``path`` is the deployable file (for TensorRT without ``tensorrt``:
+    the engine that ``build_engine.sh`` will write, absent here); ``graph`` the ONNX behind it."""
+
+    export: ExportConfig
+    config: ModelConfig
+    path: Path
+    files: list[Path]
+    runner: BatchFn | None
+    runner_status: str
+    runner_note: str
+    graph: Path | None = None
+    checks: list[Check] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "format": self.export.format, "precision": self.export.precision, "artifact": str(self.path),
+            "artifact_exists": self.path.exists(), "graph": str(self.graph) if self.graph else None,
+            "files": {p.name: file_size(p) for p in self.files if p.exists()},
+            "export_config": self.export.to_dict(), "model": self.config.name,
+            "scored_by": {"status": self.runner_status, "how": self.runner_note},
+            "checks": [c.to_dict() for c in self.checks], "info": self.info,
+        }
+
+
+def export_model(model: IQAModel, export: ExportConfig, out: str | Path, *, calib: str | Path | None = None,
+                 command: str = "") -> Artifact:
+    """Write the artifact of ``export`` for ``model`` into the folder ``out``."""
+    if export.needs_calib and calib is None:
+        raise EdgeIQAError(f"--precision {export.precision} for --format {export.format} calibrates on real images; "
+                           "pass --calib DATA (a dataset folder with manifest.csv)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.float().cpu().eval()
+    meta = {"export_config": export.to_dict(), "command": command}
+    artifact = get_format(export.format).build_function()(model, export, out, calib, meta)
+    artifact.checks.insert(0, mac_check(model, artifact))
+    return artifact
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def build_onnx(model: IQAModel, export: ExportConfig, out: Path, calib, meta: dict) -> Artifact:
+    path = out / f"model_{export.precision}.onnx"
+    info = _onnx_graph(model, export, path, calib, meta, flavour="cpu")
+    return Artifact(export, model.config, path, [p for p in (path, info.pop("_cache", None)) if p], _ort_runner(path),
+                    RAN, "ONNX Runtime (CPUExecutionProvider)", graph=path, info=info)
+
+
+def _onnx_graph(model: IQAModel, export: ExportConfig, path: Path, calib, meta: dict, *, flavour: str) -> dict:
+    """Write the ONNX graph of ``export.precision`` to ``path``; return facts about it."""
+    from export.onnx import torch2onnx
+
+    with tempfile.TemporaryDirectory(prefix="edge-iqa-export-") as tmp:
+        fp32 = path if export.precision == "fp32" else Path(tmp) / "fp32.onnx"
+        torch2onnx(model, fp32, opset=export.opset, export=meta)
+        info: dict[str, Any] = {"fp32_onnx_bytes": file_size(fp32)}
+        if export.precision == "fp16":
+            to_fp16(fp32, path)
+        elif export.precision == "int8":
+            info.update(_quantize(model.config, export, fp32, path, calib, flavour))
+    return info
+
+
+def to_fp16(fp32_path: Path, out_path: Path) -> Path:
+    """FP16 weights and compute; inputs and output stay float32 so callers feed the same arrays."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from export.onnx import save_onnx, set_metadata
+
+    proto = onnx.load(str(fp32_path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    settings = json.loads(meta[EXPORT_KEY])
+    settings.update(precision="fp16", fp16="onnxruntime.transformers.float16, float32 inputs/output kept")
+    meta[EXPORT_KEY] = json.dumps(settings, sort_keys=True)
+    half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+    topological_sort(half.graph)  # the converter appends its input casts at the end of the node list
+    set_metadata(half, meta)
+    return save_onnx(half, out_path)
+
+
+def topological_sort(graph) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (ONNX requires it)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise EdgeIQAError("the FP16 graph has a cycle or a dangling input; cannot order its nodes")
+        for node in ready:
+            available.update(node.output)
+        ordered += ready
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    copies = [type(n)() for n in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path, calib, flavour: str) -> dict:
+    from export.quantize import (
+        AUTO, ViewCalibrationReader, calibration_paths, quantize_for_cpu, quantize_onnx, resolve_float_layers,
+        search_float_layers,
+    )
+
+    reader = ViewCalibrationReader(config, calibration_paths(calib, export.calib_split, export.calib_images))
+    cache = path.with_name(f"calibration_{export.calib_method}.json")
+    if cache.exists():
+        cache.unlink()  # ranges of an earlier run in this folder may come from other images
+    common = dict(method=export.calib_method, percentile=export.percentile, cache=cache)
+    layout = "qdq" if flavour == "tensorrt" else export.cpu_layout
+    explicit = [p for p in export.float_layers if p != AUTO]
+    float_nodes = resolve_float_layers(fp32, explicit)
+    search = None
+    if AUTO in export.float_layers:
+        found, search = search_float_layers(fp32, reader, flavour=flavour, layout="qdq" if layout == "auto" else layout,
+                                            **common)
+        float_nodes += [n for n in found if n not in float_nodes]
+    if flavour == "tensorrt":
+        quantize_onnx(fp32, path, reader, flavour="tensorrt", layout="qdq", float_nodes=float_nodes, **common)
+        choice = {"chosen": "qdq", "reason": "TensorRT accepts QDQ only"}
+    else:
+        _, choice = quantize_for_cpu(fp32, path, reader, config, layout=layout, float_nodes=float_nodes, **common)
+    return {"int8_flavour": flavour, "int8_layout": choice, "float_layers": list(export.float_layers),
+            "float_nodes": len(float_nodes), "float_search": search, "calib_images": reader.images, "_cache": cache}
+
+
+def _ort_runner(path: Path) -> BatchFn:
+    from edge_iqa.onnx_runtime import load_onnx_scorer
+
+    return load_onnx_scorer(path).batch_fn
+
+
+# --------------------------------------------------------------------------- TensorRT
+
+
+def build_tensorrt(model: IQAModel, export: ExportConfig, out: Path, calib, meta: dict) -> Artifact:
+    from export.tensorrt import (
+        check_tensorrt_graph, onnx2trt, tensorrt_available, trt_batch_fn, write_build_script, write_sidecar,
+    )
+
+    suffix = "int8_qdq" if export.precision == "int8" else export.precision
+    graph = out / f"model_{suffix}.onnx"
+    engine = out / f"model_{export.precision}.plan"
+    info = _onnx_graph(model, export, graph, calib, meta, flavour="tensorrt")
+    cache = info.pop("_cache", None)
+    rules = check_tensorrt_graph(graph, expect_int8=export.precision == "int8")
+    checks = [Check("tensorrt_rules", RAN, rules.ok, rules.to_dict(),
+                    "QDQ rules and operator support checked on the ONNX graph")]
+    settings = {**meta, "format": "tensorrt", "precision": export.precision, "onnx": graph.name,
+                "strongly_typed": True}
+    sidecar = write_sidecar(engine, artifact_metadata(model.config, settings))
+    script = write_build_script(out / "build_engine.sh", graph.name, engine.name, model.config,
+                                precision=export.precision, rules_ok=rules.ok)
+    files = [p for p in (graph, sidecar, script, cache) if p]
+    if tensorrt_available():
+        onnx2trt(graph, engine, model.config)
+        checks.append(Check("tensorrt_engine_build", RAN, True, {"engine_bytes": file_size(engine)}))
+        return Artifact(export, model.config, engine, [engine, *files], trt_batch_fn(engine), RAN,
+                        "TensorRT engine on this GPU", graph=graph, checks=checks, info=info)
+    checks.append(Check("tensorrt_engine_build", SKIPPED, None, {"script": script.name},
+                        "tensorrt does not import here; run build_engine.sh on the target"))
+    return Artifact(export, model.config, engine, files, _ort_runner(graph), SIMULATED,
+                    f"ONNX Runtime on {graph.name}, the same graph TensorRT builds from (TensorRT unavailable here)",
+                    graph=graph, checks=checks, info=info)
+
+
+# --------------------------------------------------------------------------- CoreML
+
+
+COREML_MIN_WEIGHT_SQNR_DB = 30.0  # int8 per-channel weights of these models read back at ~40 dB
+
+
+def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: dict) -> Artifact:
+    from export.coreml import (
+        calibrate_w8a8, coreml_batch_fn, coreml_runtime_available, readback_model, round_activations_to_fp16,
+        torch2coreml,
+    )
+
+    path = out / f"model_{export.precision}.mlpackage"
+    info: dict[str, Any] = {}
+    calibrated = None
+    if export.precision == "int8":
+        if export.calib_method != "minmax":
+            raise EdgeIQAError(f"CoreML int8 calibrates with coremltools' min/max observers; --calib-method "
+                               f"{export.calib_method} is only available for onnx and tensorrt")
+        batches = list(_calib_tensors(model.config, export, calib))
+        calibrated, _ = calibrate_w8a8(model, batches)
+        info["calib_images"] = sum(len(b[0]) for b in batches)
+        meta = {**meta, "calib_images": info["calib_images"]}
+    torch2coreml(model, path, precision=export.precision, calibrated=calibrated, export=meta)
+    net, readback = readback_model(model, path, into=calibrated)
+    checks = [Check("coreml_weights_readback", RAN,
+                    readback["min_weight_sqnr_db"] is not None
+                    and readback["min_weight_sqnr_db"] >= COREML_MIN_WEIGHT_SQNR_DB,
+                    {**readback, "min_sqnr_limit_db": COREML_MIN_WEIGHT_SQNR_DB},
+                    "package weights read back on Linux and matched layer by layer to PyTorch")]
+    if coreml_runtime_available():
+        checks.append(Check("coreml_predict", RAN, True, {}, "CoreML predicted on this Mac"))
+        return Artifact(export, model.config, path, [path], coreml_batch_fn(path), RAN, "CoreML on macOS",
+                        checks=checks, info=info)
+    checks.append(Check("coreml_predict", SKIPPED, None, {}, "CoreML prediction needs macOS"))
+    if export.precision != "fp32":
+        round_activations_to_fp16(net)
+    how = ("PyTorch with the package's weights read back" + (" (fake-quant int8 activations as calibrated)"
+                                                             if calibrated is not None else "")
+           + (", every layer's output rounded to FP16" if export.precision != "fp32" else ", FP32"))
+    from edge_iqa.scoring import torch_batch_fn
+
+    return Artifact(export, model.config, path, [path], torch_batch_fn(net), SIMULATED, how, checks=checks, info=info)
+
+
+def _calib_tensors(config: ModelConfig, export: ExportConfig, calib) -> Iterator[tuple[torch.Tensor, ...]]:
+    from edge_iqa.scoring import iter_view_batches
+    from export.quantize import calibration_paths
+
+    paths = calibration_paths(calib, export.calib_split, export.calib_images)
+    for views, done, _ in iter_view_batches(paths, config, batch_size=8):
+        if done:
+            yield tuple(torch.from_numpy(v) for v in views)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def mac_check(model: IQAModel, artifact: Artifact) -> Check:
+    """The artifact's graph MACs (profiler) against the PyTorch count, batch 1 at the config's input."""
+    from profiling.macs import count_macs
+
+    torch_macs = count_macs(model, example_inputs(model.config, batch=1)).total
+    try:
+        if artifact.export.format == "coreml":
+            from export.coreml import coreml_macs
+
+            graph_macs = coreml_macs(artifact.path)
+            what = "CoreML program conv/linear MACs"
+            if graph_macs is None:
+                return Check("macs", SKIPPED, None, {"pytorch_macs": torch_macs},
+                             "the package has flexible input shapes; MACs need static shapes")
+        else:
+            from profiling.onnx_macs import count_onnx_macs
+
+            graph_macs = count_onnx_macs(static_for_counting(artifact.graph, model.config))
+            what = f"ONNX graph {artifact.graph.name} (profiling.onnx_macs)"
+    except EdgeIQAError as err:
+        sibling = (artifact.info.get("int8_layout") or {}).get("qdq_layout_macs")
+        if sibling is not None:
+            return Check("macs", SIMULATED, sibling == torch_macs, {"graph_macs": sibling, "pytorch_macs": torch_macs},
+                         "the QOperator graph holds QLinearConv, which the profiler does not count; counted the "
+                         "QDQ layout of the same quantized network, built from the same calibration")
+        return Check("macs", SKIPPED, None, {"pytorch_macs": torch_macs}, f"graph not countable: {err}")
+    return Check("macs", RAN, graph_macs == torch_macs,
+                 {"graph_macs": graph_macs, "pytorch_macs": torch_macs, "counted": what})
+
+
+def static_for_counting(path: Path, config: ModelConfig):
+    """The ONNX model with ``full`` views' dynamic height/width set to the config's source size."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for graph_input, view in zip(proto.graph.input, config.views):
+        if view.kind != "full":
+            continue
+        dims = graph_input.type.tensor_type.shape.dim
+        for axis, size in ((2, config.source_size[0]), (3, config.source_size[1])):
+            dims[axis].Clear()
+            dims[axis].dim_value = int(size)
+    return proto
+
+
+def reference_scores(model: IQAModel, data: str | Path, split: str = "test", batch_size: int = 8) -> list:
+    """The FP32 PyTorch model's ``ScoreResult`` rows for ``split`` (reusable across artifacts)."""
+    from edge_iqa.data.manifest import read_manifest
+    from edge_iqa.scoring import Scorer, torch_batch_fn
+
+    records = read_manifest(data, split=None if split == "all" else split)
+    return Scorer(model.config, torch_batch_fn(model)).score_paths([str(r.path) for r in records], batch_size)
+
+
+def check_parity(artifact: Artifact, model: IQAModel, data: str | Path, *, split: str = "test",
+                 thresholds: Thresholds = THRESHOLDS, batch_size: int = 8,
+                 reference: list | None = None) -> tuple[dict[str, Any], list[Check]]:
+    """Score ``split`` of ``data`` with the artifact and the FP32 PyTorch model.
+
+    ``reference``: the model's rows from :func:`reference_scores`, when already computed.
+    Returns the parity report (what ``parity.json`` holds) and all checks, structural ones included.
+    """
+    from edge_iqa.data.manifest import read_manifest
+    from edge_iqa.scoring import Scorer
+
+    records = read_manifest(data, split=None if split == "all" else split)
+    paths = [str(r.path) for r in records]
+    if reference is None:
+        reference = reference_scores(model, data, split, batch_size)
+    if [r.path for r in reference] != paths:
+        raise EdgeIQAError("reference scores were computed on other images than the check split")
+    checks = list(artifact.checks)
+    if artifact.runner is None:
+        checks.append(Check("accuracy", SKIPPED, None, {}, artifact.runner_note))
+        return _report(artifact, data, split, checks, thresholds), checks
+    got = Scorer(model.config, artifact.runner).score_paths(paths, batch_size)
+    rows = [(a.score, b.score, r.score) for a, b, r in zip(reference, got, records)
+            if a.score is not None and b.score is not None]
+    if len(rows) < 2:
+        raise EdgeIQAError(f"{data}: only {len(rows)} images of split {split!r} could be scored by both models")
+    fp32, scores, truth = (np.asarray(c, dtype=np.float64) for c in zip(*rows))
+    status = artifact.runner_status
+    checks.append(accuracy_check(artifact.export.precision, fp32, scores, truth, status=status,
+                                 reason=artifact.runner_note, thresholds=thresholds))
+    report = _report(artifact, data, split, checks, thresholds)
+    report["failed_images"] = len(records) - len(rows)
+    return report, checks
+
+
+def _report(artifact: Artifact, data, split: str, checks: list[Check], thresholds: Thresholds) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    bad = failed(checks)
+    return {
+        "artifact": str(artifact.path), "format": artifact.export.format, "precision": artifact.export.precision,
+        "model": artifact.config.name, "data": str(data), "split": split,
+        "scored_by": {"status": artifact.runner_status, "how": artifact.runner_note},
+        "thresholds": asdict(thresholds),
+        "checks": [c.to_dict() for c in checks],
+        "passed": not bad, "failed_checks": [c.name for c in bad],
+        "skipped_checks": [c.name for c in checks if c.status == SKIPPED],
+    }
+
+
+def clean_output(path: Path) -> None:
+    """Remove an earlier artifact at ``path`` (CoreML packages are folders)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

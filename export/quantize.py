@@ -1,0 +1,371 @@
+"""INT8 post-training quantization of ONNX graphs with ONNX Runtime (``quantize_static``).
+
+Calibration runs the FP32 graph on real images of a dataset split, decoded and cut into views
+by exactly the code that scores at inference (:func:`edge_iqa.scoring.iter_view_batches`), and
+estimates each activation's range with MinMax, Percentile or Entropy (KL) calibration
+(Migacz, "8-bit Inference with TensorRT", GTC 2017). Weights are quantized per output channel.
+
+One graph cannot serve both targets, so there are two flavours:
+
+- ``tensorrt``: symmetric S8S8 QDQ (int8 activations and weights, all zero points 0), the only
+  form TensorRT's explicit quantization accepts (see :mod:`export.tensorrt`).
+- ``cpu``: U8S8 (uint8 activations, int8 weights) for ONNX Runtime on x86, as QDQ or
+  QOperator (QLinearConv …); :func:`quantize_for_cpu` can measure both and keep the faster.
+
+Ranges are computed once per (graph, images, method) and cached in a JSON file, so every
+flavour and layout of one export shares the same calibration.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from edge_iqa.config import ModelConfig
+from edge_iqa.errors import EdgeIQAError
+from export.metadata import EXPORT_KEY, input_names
+
+MIN_CALIB_IMAGES = 100  # below this, activation ranges are noisy: warn
+AUTO = "auto"  # --float-layer auto: search the stages to leave in float (search_float_layers)
+FLAVOURS = ("tensorrt", "cpu")
+log = logging.getLogger("edge_iqa.export")
+
+
+class ViewCalibrationReader:
+    """ONNX Runtime ``CalibrationDataReader`` over view batches of real images."""
+
+    def __init__(self, config: ModelConfig, paths: Sequence[str | Path], batch_size: int = 8):
+        self.config, self.paths, self.batch_size = config, list(paths), batch_size
+        self.images = 0
+        self._batches: Iterator | None = None
+
+    def _iterate(self) -> Iterator[dict[str, np.ndarray]]:
+        from edge_iqa.scoring import iter_view_batches
+
+        names = input_names(self.config)
+        self.images = 0
+        for views, done, _ in iter_view_batches(self.paths, self.config, self.batch_size):
+            if done:
+                self.images += len(done)
+                yield {name: np.ascontiguousarray(v, dtype=np.float32) for name, v in zip(names, views)}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._batches is None:
+            self._batches = self._iterate()
+        return next(self._batches, None)
+
+    def rewind(self) -> None:
+        self._batches, self.images = None, 0
+
+    def __iter__(self):
+        return self._iterate()
+
+
+def calibration_paths(data: str | Path, split: str, limit: int) -> list[Path]:
+    """Up to ``limit`` image paths of ``split`` (``all`` = every split), evenly spread over the split."""
+    from edge_iqa.data.manifest import read_manifest
+
+    records = read_manifest(data, split=None if split == "all" else split)
+    if not records:
+        raise EdgeIQAError(f"{data}: split {split!r} has no images to calibrate on")
+    if len(records) > limit:  # an even stride keeps every reference/distortion represented
+        picks = np.linspace(0, len(records) - 1, limit).round().astype(int)
+        records = [records[i] for i in sorted(set(picks.tolist()))]
+    if len(records) < MIN_CALIB_IMAGES:
+        warnings.warn(f"calibrating INT8 on only {len(records)} images of {data} [{split}]; "
+                      f"use at least {MIN_CALIB_IMAGES} for stable activation ranges", stacklevel=2)
+    return [r.path for r in records]
+
+
+def module_scope(node) -> str:
+    """The PyTorch module a node of a torch.onnx (dynamo) export came from, e.g. ``branches.0.blocks.1.0.se``."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            scopes = [s for s in ast.literal_eval(prop.value) if s]
+            return scopes[-2] if len(scopes) > 1 else ""
+    return ""
+
+
+def resolve_float_layers(onnx_path: str | Path, patterns: Sequence[str]) -> list[str]:
+    """ONNX node names selected by ``patterns`` (globs); a pattern that selects nothing is an error.
+
+    A pattern matches a node's name (``node_Conv_1012``), a stage group of :func:`layer_groups`
+    (``branches.0.stem``, ``branches.1.blocks.4``, ``head``, ``input``) or the PyTorch module a node
+    was exported from, its children included: ``*.se`` keeps every squeeze-excitation block in
+    float, ``branches.1`` the whole second branch.
+    """
+    if not patterns:
+        return []
+    import onnx
+
+    nodes = onnx.load(str(onnx_path), load_external_data=False).graph.node
+    groups = layer_groups(onnx_path)
+    chosen: list[str] = []
+    for pattern in patterns:
+        in_groups = {n for g, members in groups.items() if fnmatch.fnmatchcase(g, pattern) for n in members}
+        hits = [n.name for n in nodes if n.name in in_groups or fnmatch.fnmatchcase(n.name, pattern)
+                or fnmatch.fnmatchcase(module_scope(n), pattern) or fnmatch.fnmatchcase(module_scope(n), pattern + ".*")]
+        if not hits:
+            raise EdgeIQAError(f"--float-layer {pattern!r} matches no node or module of {Path(onnx_path).name}; "
+                               f"give an ONNX node name or a PyTorch module path such as '*.se' or 'head'")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def calibrate(fp32_path: str | Path, reader: ViewCalibrationReader, cache: str | Path, *, method: str = "minmax",
+              percentile: float = 99.999) -> Path:
+    """Activation ranges of the FP32 graph on the reader's images, written to ``cache`` (JSON).
+
+    Batches go to the calibrator one at a time: ONNX Runtime's histogram collector cannot stack
+    batches of different sizes. Percentile uses 2048 bins; entropy 512 bins for 128 quantized
+    levels (ONNX Runtime's default of 128 bins leaves the KL search nothing to search, and its
+    pure-Python search over TensorRT's 2048 bins takes minutes for a small student).
+    """
+    import tempfile
+
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    methods = {"minmax": (CalibrationMethod.MinMax, {}),
+               "percentile": (CalibrationMethod.Percentile, {"num_bins": 2048, "percentile": percentile}),
+               "entropy": (CalibrationMethod.Entropy, {"num_bins": 512, "num_quantized_bins": 128})}
+    if method not in methods:
+        raise EdgeIQAError(f"unknown calibration method {method!r}; choose one of {', '.join(methods)}")
+    calib_method, options = methods[method]
+    ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    reader.rewind()
+    with tempfile.TemporaryDirectory(prefix="edge-iqa-calib-") as tmp, _quiet_ort():
+        calibrator = create_calibrator(Path(fp32_path), ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=calib_method, extra_options=options)
+        for batch in reader:
+            calibrator.collect_data(_OneBatch(batch))
+        if reader.images == 0:
+            raise EdgeIQAError("no calibration image could be decoded; check the --calib dataset")
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, Path(cache))
+    return Path(cache)
+
+
+class _OneBatch:
+    def __init__(self, batch: dict[str, np.ndarray]):
+        self.batch = batch
+
+    def get_next(self):
+        batch, self.batch = self.batch, None
+        return batch
+
+
+def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalibrationReader | None, *,
+                  flavour: str, layout: str = "qdq", method: str = "minmax", percentile: float = 99.999,
+                  float_nodes: Sequence[str] = (), cache: str | Path | None = None) -> Path:
+    """Quantize the FP32 ONNX file to INT8 ``out_path`` in one of the two flavours.
+
+    ``reader`` may be None when ``cache`` already holds the ranges of an earlier calibration.
+    The metadata of the FP32 graph is copied over; ``edge_iqa.export`` records the settings.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if flavour not in FLAVOURS:
+        raise EdgeIQAError(f"unknown int8 flavour {flavour!r}; choose one of {', '.join(FLAVOURS)}")
+    if flavour == "tensorrt" and layout != "qdq":
+        raise EdgeIQAError("TensorRT accepts only QDQ graphs; QOperator ops (QLinearConv …) are rejected")
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise EdgeIQAError(f"unknown calibration method {method!r}; choose one of {', '.join(methods)}")
+    symmetric = flavour == "tensorrt"
+    extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    if flavour == "tensorrt":
+        extra["QuantizeBias"] = False  # TensorRT dequantizes int8 only; biases stay float and it fuses them
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache) if cache else out_path.with_suffix(".calib.json")
+    if not cache.is_file():
+        if reader is None:
+            raise EdgeIQAError("int8 quantization needs calibration images or an existing calibration cache")
+        calibrate(fp32_path, reader, cache, method=method, percentile=percentile)
+    with _quiet_ort():
+        quantize_static(
+            str(fp32_path), str(out_path), None,
+            quant_format=QuantFormat.QDQ if layout == "qdq" else QuantFormat.QOperator,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+            nodes_to_exclude=list(float_nodes), calibrate_method=methods[method], extra_options=extra,
+            calibration_cache_path=str(cache),
+        )
+    _carry_metadata(fp32_path, out_path, {
+        "precision": "int8", "int8_flavour": flavour, "int8_layout": layout,
+        "int8_types": "S8S8 symmetric (activations int8, weights int8, zero points 0)" if symmetric
+        else "U8S8 (activations uint8 asymmetric, weights int8 symmetric)",
+        "weights": "per output channel", "calib_method": method, "float_nodes": list(float_nodes),
+        "calib_images": reader.images if reader is not None and reader.images else None,
+    })
+    return out_path
+
+
+def _carry_metadata(src: str | Path, dst: Path, export_update: dict[str, Any]) -> None:
+    import json
+
+    import onnx
+
+    from export.onnx import save_onnx, set_metadata
+
+    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    settings = json.loads(meta.get(EXPORT_KEY, "{}"))
+    settings.update(export_update)
+    meta[EXPORT_KEY] = json.dumps(settings, sort_keys=True)
+    proto = onnx.load(str(dst))
+    set_metadata(proto, meta)
+    save_onnx(proto, dst)
+
+
+class _quiet_ort:
+    """ONNX Runtime's quantizer logs a pre-processing hint and per-tensor notes at WARNING/INFO."""
+
+    def __enter__(self):
+        self.level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)
+        self.warn = warnings.catch_warnings()
+        self.warn.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc):
+        self.warn.__exit__(*exc)
+        logging.getLogger().setLevel(self.level)
+
+
+def onnx_latency_ms(path: str | Path, config: ModelConfig, *, runs: int = 10, warmup: int = 2,
+                    threads: int = 0) -> float:
+    """Median ONNX Runtime CPU latency (ms) of one image at the config's input sizes."""
+    from edge_iqa.model import example_inputs
+    from edge_iqa.onnx_runtime import onnx_session
+
+    session = onnx_session(path, threads)
+    feeds = {name: t.numpy() for name, t in zip(input_names(config), example_inputs(config, batch=1))}
+    for _ in range(warmup):
+        session.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def quantize_for_cpu(fp32_path: str | Path, out_path: str | Path, reader: ViewCalibrationReader | None,
+                     config: ModelConfig, *, layout: str = "auto", method: str = "minmax",
+                     percentile: float = 99.999, float_nodes: Sequence[str] = (),
+                     cache: str | Path | None = None, runs: int = 10) -> tuple[Path, dict[str, Any]]:
+    """U8S8 INT8 for ONNX Runtime on CPU; with ``layout="auto"`` build QDQ and QOperator, keep the faster.
+
+    Returns the path and a record of the choice (layouts tried, their median latency in ms).
+    """
+    out_path = Path(out_path)
+    layouts = ("qdq", "qoperator") if layout == "auto" else (layout,)
+    cache = Path(cache) if cache else out_path.with_suffix(".calib.json")
+    built: dict[str, Path] = {}
+    for name in layouts:  # the first layout calibrates into ``cache``; the others reuse its ranges
+        target = out_path if len(layouts) == 1 else out_path.with_name(f"{out_path.stem}.{name}{out_path.suffix}")
+        built[name] = quantize_onnx(fp32_path, target, reader, flavour="cpu", layout=name, method=method,
+                                    percentile=percentile, float_nodes=float_nodes, cache=cache)
+    choice: dict[str, Any] = {"requested": layout}
+    if len(layouts) == 1:
+        choice["chosen"] = layout
+        return out_path, choice
+    latency = {name: onnx_latency_ms(p, config, runs=runs) for name, p in built.items()}
+    best = min(latency, key=latency.get)
+    choice.update(chosen=best, latency_ms=latency,
+                  reason=f"measured here: {', '.join(f'{k} {v:.2f} ms' for k, v in latency.items())}")
+    if best == "qoperator":  # the profiler cannot count QLinearConv: count the same network's QDQ layout
+        choice["qdq_layout_macs"] = _count_macs_or_none(built["qdq"])
+    built[best].replace(out_path)
+    for name, p in built.items():
+        if name != best and p.exists():
+            p.unlink()
+    _carry_metadata(out_path, out_path, {"int8_layout": best, "int8_layout_choice": choice})
+    return out_path, choice
+
+
+def _count_macs_or_none(path: Path) -> int | None:
+    from profiling.onnx_macs import count_onnx_macs
+
+    try:
+        return count_onnx_macs(path)
+    except EdgeIQAError:
+        return None
+
+
+def layer_groups(onnx_path: str | Path) -> dict[str, list[str]]:
+    """Node names grouped by the PyTorch stage they came from: ``branches.K.blocks.N``, the branch's
+    stem (``branches.K.stem``), ``head`` and ``input`` (normalisation); other nodes by their scope."""
+    import onnx
+
+    groups: dict[str, list[str]] = {}
+    for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
+        parts = module_scope(node).split(".")
+        if parts[0] == "branches" and len(parts) >= 4 and parts[2] == "blocks":
+            key = ".".join(parts[:4])
+        elif parts[0] == "branches" and len(parts) >= 2:
+            key = f"branches.{parts[1]}.stem"
+        elif parts[0] in ("", "head"):
+            key = "input" if parts[0] == "" and node.op_type in ("Sub", "Div") else "head"  # pooling joins the head
+        else:
+            key = parts[0]
+        groups.setdefault(key, []).append(node.name)
+    return groups
+
+
+def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *, flavour: str, layout: str = "qdq",
+                        method: str = "minmax", percentile: float = 99.999, cache: str | Path,
+                        target: float = 0.995, max_groups: int = 8) -> tuple[list[str], dict[str, Any]]:
+    """Greedily leave the stages that cost most accuracy in float until INT8 agrees with FP32.
+
+    Agreement is Spearman(FP32 scores, INT8 scores) on the calibration images themselves: it
+    needs no labels and never looks at the split the accuracy check uses. Each round tries every
+    remaining stage group (:func:`layer_groups`) in float and keeps the best; the search stops at
+    ``target`` or after ``max_groups`` groups. Returns the node names and a record of the search.
+    """
+    import tempfile
+
+    from edge_iqa.metrics import srcc
+    from edge_iqa.onnx_runtime import onnx_session
+
+    cache = Path(cache)
+    if not cache.is_file():
+        calibrate(fp32_path, reader, cache, method=method, percentile=percentile)
+    batches = list(reader)
+
+    def scores(path: Path) -> np.ndarray:
+        session = onnx_session(path)
+        return np.concatenate([session.run(None, batch)[0].reshape(-1) for batch in batches])
+
+    reference = scores(Path(fp32_path))
+    groups = layer_groups(fp32_path)
+    with tempfile.TemporaryDirectory(prefix="edge-iqa-search-") as tmp:
+        def agreement(nodes: list[str]) -> float:
+            path = quantize_onnx(fp32_path, Path(tmp) / "trial.onnx", None, flavour=flavour, layout=layout,
+                                 method=method, percentile=percentile, float_nodes=nodes, cache=cache)
+            return float(srcc(scores(path), reference))
+
+        chosen: list[str] = []
+        current = agreement([])
+        history = [{"float": [], "spearman_vs_fp32": current}]
+        while current < target and len(chosen) < max_groups:
+            trials = {g: agreement([n for c in chosen + [g] for n in groups[c]]) for g in groups if g not in chosen}
+            best = max(trials, key=trials.get)
+            if trials[best] <= current:
+                break
+            chosen.append(best)
+            current = trials[best]
+            history.append({"float": list(chosen), "spearman_vs_fp32": current})
+    nodes = [n for g in chosen for n in groups[g]]
+    return nodes, {"groups": chosen, "spearman_vs_fp32_on_calib": current, "target": target,
+                   "images": sum(len(next(iter(b.values()))) for b in batches), "history": history}
