@@ -11,7 +11,6 @@ split with the artifact and with the FP32 PyTorch model (:mod:`export.parity`).
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,14 +86,27 @@ def _onnx_graph(model: IQAModel, export: ExportConfig, path: Path, calib, meta: 
     from export.onnx import torch2onnx
 
     with tempfile.TemporaryDirectory(prefix="edge-iqa-export-") as tmp:
-        fp32 = path if export.precision == "fp32" else Path(tmp) / "fp32.onnx"
-        torch2onnx(model, fp32, opset=export.opset, export=meta)
-        info: dict[str, Any] = {"fp32_onnx_bytes": file_size(fp32)}
+        if export.precision == "fp32":
+            fp32 = torch2onnx(model, path, opset=export.opset, export=meta)
+            info: dict[str, Any] = {"fp32_onnx_bytes": file_size(fp32)}
+        else:  # the FP32 graph keeps PyTorch module scopes: --float-layer resolves module names on it
+            fp32 = torch2onnx(model, Path(tmp) / "fp32.onnx", opset=export.opset, export=meta, node_scopes=True)
+            info = {"fp32_onnx_bytes": deployable_bytes(fp32)}
         if export.precision == "fp16":
             to_fp16(fp32, path)
         elif export.precision == "int8":
             info.update(_quantize(model.config, export, fp32, path, calib, flavour))
     return info
+
+
+def deployable_bytes(path: Path) -> int:
+    """Size the ONNX file would have as an artifact, without the exporter's per-node debug metadata."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    return proto.ByteSize()
 
 
 def to_fp16(fp32_path: Path, out_path: Path) -> Path:
@@ -234,9 +246,11 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
                     {**readback, "min_sqnr_limit_db": COREML_MIN_WEIGHT_SQNR_DB},
                     "package weights read back on Linux and matched layer by layer to PyTorch")]
     if coreml_runtime_available():
-        checks.append(Check("coreml_predict", RAN, True, {}, "CoreML predicted on this Mac"))
-        return Artifact(export, model.config, path, [path], coreml_batch_fn(path), RAN, "CoreML on macOS",
-                        checks=checks, info=info)
+        runner = coreml_batch_fn(path)
+        example = runner([v.numpy() for v in example_inputs(model.config, batch=1)])
+        checks.append(Check("coreml_predict", RAN, bool(np.all(np.isfinite(example))), {"example_score": example.tolist()},
+                            "CoreML predicted on this Mac"))
+        return Artifact(export, model.config, path, [path], runner, RAN, "CoreML on macOS", checks=checks, info=info)
     checks.append(Check("coreml_predict", SKIPPED, None, {}, "CoreML prediction needs macOS"))
     if export.precision != "fp32":
         round_activations_to_fp16(net)
@@ -363,11 +377,3 @@ def _report(artifact: Artifact, data, split: str, checks: list[Check], threshold
         "passed": not bad, "failed_checks": [c.name for c in bad],
         "skipped_checks": [c.name for c in checks if c.status == SKIPPED],
     }
-
-
-def clean_output(path: Path) -> None:
-    """Remove an earlier artifact at ``path`` (CoreML packages are folders)."""
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()

@@ -24,7 +24,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -35,7 +35,6 @@ from export.metadata import EXPORT_KEY, input_names
 MIN_CALIB_IMAGES = 100  # below this, activation ranges are noisy: warn
 AUTO = "auto"  # --float-layer auto: search the stages to leave in float (search_float_layers)
 FLAVOURS = ("tensorrt", "cpu")
-log = logging.getLogger("edge_iqa.export")
 
 
 class ViewCalibrationReader:

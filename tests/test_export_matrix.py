@@ -1,0 +1,375 @@
+"""Accuracy regression of every export (format × precision) of a small trained student.
+
+The fixture (``tests/fixtures/student.pt``, made by ``tests/fixtures/make_fixture.py``) is the
+demo-student architecture at tiny views, trained for real on the embedded synthetic dataset,
+which is rebuilt here identically from ``build_synth_dataset``. Each artifact is exported,
+scored on the check split (``make_fixture.CHECK_SPLIT``, with why) next to the FP32 PyTorch
+model and must (1) meet issue 5's limits
+(:data:`export.parity.THRESHOLDS`) and (2) be no worse than the golden metrics recorded in
+``tests/fixtures/golden.json`` beyond a small tolerance, so a change that degrades an export
+fails here. Where TensorRT or CoreML cannot run (no ``tensorrt``, not macOS) the accuracy
+check is *simulated* and the engine/prediction checks are *skipped* with their reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+_spec = importlib.util.spec_from_file_location("make_fixture", FIXTURES / "make_fixture.py")
+make_fixture = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("make_fixture", make_fixture)
+_spec.loader.exec_module(make_fixture)
+
+GOLDEN = json.loads(make_fixture.GOLDEN.read_text())
+# Allowed slack against golden: calibration and kernels are deterministic on one machine, but
+# other CPUs (ISA-specific int8 kernels) move the numbers a little.
+SRCC_DROP_SLACK = 0.005
+SPEARMAN_SLACK = 0.005
+DELTA_FACTOR = 2.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """OpenMP threads spin: on a shared 2-core CI box one thread is several times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = make_fixture.build_data(tmp_path_factory.mktemp("export") / "data")
+    if make_fixture.manifest_digest(root) != GOLDEN["data"]["manifest_sha256"]:
+        pytest.fail("the synthetic dataset built here differs from the one golden.json was made on "
+                    "(library versions?); run tests/fixtures/make_fixture.py --golden and review the diff")
+    return root
+
+
+@pytest.fixture(scope="module")
+def student():
+    from edge_iqa.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(make_fixture.STUDENT)
+    return model
+
+
+@pytest.fixture(scope="module")
+def reference(student, data):
+    from export.pipeline import reference_scores
+
+    return reference_scores(student, data, make_fixture.CHECK_SPLIT)
+
+
+def golden_options(fmt: str, precision: str) -> dict:
+    """The stages ``--float-layer auto`` left in float when golden.json was made, passed explicitly."""
+    layers = GOLDEN["matrix"][f"{fmt}/{precision}"].get("float_layers") or []
+    return {"float_layers": tuple(layers)} if layers else {}
+
+
+@pytest.fixture(scope="module")
+def exports(student, data, tmp_path_factory):
+    """Artifacts made once per module, keyed by (format, precision)."""
+    from export.formats import ExportConfig
+    from export.pipeline import export_model
+
+    out = tmp_path_factory.mktemp("artifacts")
+    made = {}
+
+    def get(fmt: str, precision: str, **options):
+        options = {**golden_options(fmt, precision), **options}
+        key = (fmt, precision, tuple(sorted(options.items())))
+        if key not in made:
+            config = ExportConfig(format=fmt, precision=precision, **{**make_fixture.CALIB, **options})
+            folder = out / "_".join([fmt, precision, *(f"{k}-{v}" for k, v in sorted(options.items()))])
+            made[key] = export_model(student, config, folder, calib=data)
+        return made[key]
+
+    return get
+
+
+def test_fixture_is_small_and_documented():
+    assert make_fixture.STUDENT.stat().st_size < 5_000_000
+    assert GOLDEN["command"].startswith("python tests/fixtures/make_fixture.py")
+    assert set(GOLDEN["matrix"]) == {f"{f}/{p}" for f, p in make_fixture.MATRIX}
+
+
+def test_matrix_covers_the_format_table():
+    from export.formats import FORMATS
+
+    covered = {(f, p) for f, p in make_fixture.MATRIX}
+    for fmt in FORMATS.values():
+        assert {p for f, p in covered if f == fmt.name} | {"fp32"} >= set(fmt.precisions) - {"fp32"}
+
+
+@pytest.mark.parametrize("fmt,precision", make_fixture.MATRIX, ids=[f"{f}-{p}" for f, p in make_fixture.MATRIX])
+def test_export_accuracy(fmt, precision, exports, student, data, reference):
+    from export.formats import get_format
+    from export.parity import RAN, SIMULATED, SKIPPED
+    from export.pipeline import check_parity
+
+    artifact = exports(fmt, precision)
+    report, checks = check_parity(artifact, student, data, split=make_fixture.CHECK_SPLIT, reference=reference)
+    status = {c.name: c for c in checks}
+    runtime = get_format(fmt).runtime_available()
+
+    # How the accuracy was obtained, said honestly, and nothing skipped counted as passed.
+    assert status["accuracy"].status == (RAN if runtime else SIMULATED)
+    for check in checks:
+        if check.status == SKIPPED:
+            assert check.passed is None and check.reason
+            print(f"{fmt}/{precision}: {check.name} skipped: {check.reason}")
+    if fmt == "tensorrt":
+        assert status["tensorrt_rules"].passed, status["tensorrt_rules"].detail["errors"]
+        assert status["tensorrt_engine_build"].status == (RAN if runtime else SKIPPED)
+    if fmt == "coreml":
+        assert status["coreml_weights_readback"].passed, status["coreml_weights_readback"].detail
+        assert status["coreml_predict"].status == (RAN if runtime else SKIPPED)
+    assert status["macs"].status in (RAN, SIMULATED) and status["macs"].passed, status["macs"].detail  # item 6
+
+    # Issue 5's limits, wherever golden met them. Rows that golden.json records beyond the limits
+    # (INT8 of this tiny fixture, see make_fixture.py) must keep saying so, and not get worse.
+    golden = GOLDEN["matrix"][f"{fmt}/{precision}"]
+    if golden["passed"]:
+        assert report["passed"], [(c.name, c.detail) for c in checks if c.passed is False]
+    else:
+        assert report["failed_checks"] == ["accuracy"], report["failed_checks"]
+        print(f"{fmt}/{precision}: beyond issue 5's limits on the fixture, as recorded in golden.json "
+              f"(Spearman vs FP32 {status['accuracy'].detail['spearman_vs_fp32']:.4f}, "
+              f"SRCC drop {status['accuracy'].detail['srcc_drop']:+.4f})")
+
+    # No worse than golden.
+    got = status["accuracy"].detail
+    assert got["n"] == golden["n"]
+    assert got["srcc_drop"] <= golden["srcc_drop"] + SRCC_DROP_SLACK
+    assert got["spearman_vs_fp32"] >= golden["spearman_vs_fp32"] - SPEARMAN_SLACK
+    assert got["max_abs_delta"] <= DELTA_FACTOR * golden["max_abs_delta"] + 1e-6
+    assert got["fp32"]["srcc"] == pytest.approx(golden["fp32_srcc"], abs=1e-6)  # same reference model
+
+
+def test_int8_cpu_artifact_is_small_and_u8s8(exports, requantize):
+    import onnx
+    from onnx import numpy_helper
+
+    artifact = exports("onnx", "int8")
+    assert artifact.info["int8_layout"]["chosen"] in ("qdq", "qoperator")
+    assert artifact.info["int8_layout"]["requested"] == "auto" and "latency_ms" in artifact.info["int8_layout"]
+    # Every layer int8 (the artifact keeps some stages in float). Issue 5 asks ≤ 0.3× FP32: the
+    # QOperator layout meets it; QDQ adds a DequantizeLinear node (name, scale, zero point) per
+    # weight, which for this depthwise-heavy student (9 int8 bytes per depthwise channel) is ~0.32×.
+    sizes = {layout: requantize(flavour="cpu", layout=layout).stat().st_size / artifact.info["fp32_onnx_bytes"]
+             for layout in ("qdq", "qoperator")}
+    assert sizes["qoperator"] <= 0.3 and sizes["qdq"] <= 0.33, sizes
+    path = requantize(flavour="cpu", layout="qdq")
+    proto = onnx.load(str(path))
+    zero_points = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.name.endswith("zero_point")]
+    assert any(z.dtype == np.uint8 for z in zero_points)  # U8 activations for ONNX Runtime on x86
+
+
+@pytest.fixture(scope="module")
+def fp32_graph(student, tmp_path_factory):
+    """The FP32 graph with the exporter's module scopes, as ``export_model`` quantizes it."""
+    from export.onnx import torch2onnx
+
+    return torch2onnx(student, tmp_path_factory.mktemp("graph") / "fp32.onnx", node_scopes=True)
+
+
+@pytest.fixture
+def requantize(exports, fp32_graph, tmp_path):
+    """Another int8 graph of the fixture from the FP32 graph and the int8 export's calibration."""
+    from export.quantize import quantize_onnx
+
+    def make(**options):
+        cache = exports("onnx", "int8").path.with_name("calibration_minmax.json")
+        return quantize_onnx(fp32_graph, tmp_path / "q.onnx", None, cache=cache, **options)
+
+    return make
+
+
+def test_tensorrt_checker_rejects_the_cpu_graphs(exports, requantize):
+    from export.tensorrt import check_tensorrt_graph
+
+    qdq = check_tensorrt_graph(requantize(flavour="cpu", layout="qdq"), expect_int8=True)
+    assert not qdq.ok and any("zero point" in e for e in qdq.errors)
+    qop = check_tensorrt_graph(requantize(flavour="cpu", layout="qoperator"), expect_int8=True)
+    assert not qop.ok and any("QLinearConv" in e for e in qop.errors)
+    trt = check_tensorrt_graph(exports("tensorrt", "int8").graph, expect_int8=True)
+    assert trt.ok and trt.quantized_weights > 0
+
+
+def test_tensorrt_export_writes_script_and_sidecar(exports):
+    from edge_iqa.config import ModelConfig
+    from edge_iqa.onnx_runtime import CONFIG_KEY
+    from export.tensorrt import read_sidecar
+
+    artifact = exports("tensorrt", "int8")
+    script = (artifact.path.parent / "build_engine.sh").read_text()
+    assert f"--onnx={artifact.graph.name}" in script and "--stronglyTyped" in script
+    assert "--useDLACore=0" in script and "--allowGPUFallback" in script
+    assert "--minShapes=view0:1x3x48x64,view1:1x3x48x48" in script
+    sidecar = read_sidecar(artifact.path)
+    assert ModelConfig.from_dict(sidecar[CONFIG_KEY]) == artifact.config
+
+
+def test_tensorrt_engine_runs(exports, student, data, reference):
+    from export.tensorrt import tensorrt_available
+
+    if not tensorrt_available():
+        pytest.skip("tensorrt does not import here: the engine build and run need a GPU with TensorRT "
+                    "(the accuracy check ran the same QDQ graph in ONNX Runtime)")
+    from export.pipeline import check_parity
+
+    report, _ = check_parity(exports("tensorrt", "int8"), student, data, split=make_fixture.CHECK_SPLIT,
+                             reference=reference)
+    assert report["scored_by"]["status"] == "ran" and report["passed"]
+
+
+def test_coreml_predicts(exports):
+    from export.coreml import coreml_runtime_available
+
+    if not coreml_runtime_available():
+        pytest.skip("CoreML prediction needs macOS; on Linux the package's weights were read back instead")
+    artifact = exports("coreml", "fp16")
+    assert artifact.runner_status == "ran"
+
+
+def test_scoring_api_and_cli_take_the_int8_onnx(exports, data, student, capsys):
+    from edge_iqa.cli import main
+    from edge_iqa.data.manifest import read_manifest
+    from edge_iqa.scoring import load
+
+    artifact = exports("onnx", "int8")
+    record = read_manifest(data, split="test")[0]
+    score = load(artifact.path).score(record.path)
+    with torch.no_grad():
+        from edge_iqa.scoring import Scorer, torch_batch_fn
+
+        expected = Scorer(student.config, torch_batch_fn(student)).score(record.path)
+    assert math.isfinite(score) and abs(score - expected) < 0.1
+    import edge_iqa
+
+    if edge_iqa.__file__ is None:  # `edge-iqa evaluate` calls edge_iqa.load, defined in __init__.py
+        pytest.skip("edge_iqa was imported as a namespace package (stale editable install: its finder lists "
+                    "edge_iqa as a namespace); run `pip install -e .` to test `edge-iqa evaluate` here")
+    assert main(["evaluate", str(artifact.path), "--data", str(data), "--split", make_fixture.CHECK_SPLIT,
+                 "--workers", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == GOLDEN["matrix"]["onnx/int8"]["n"]
+
+
+def test_cli_export_with_check(data, tmp_path, capsys):
+    from edge_iqa.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["export", str(make_fixture.STUDENT), "--format", "onnx", "--precision", "fp32",
+                 "--check", str(data), "--check-split", "test", "--out", str(out), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["passed"]
+    parity = json.loads((out / "parity.json").read_text())
+    accuracy = next(c for c in parity["checks"] if c["name"] == "accuracy")
+    assert accuracy["status"] == "ran" and accuracy["detail"]["max_abs_delta"] <= 1e-4
+    for key in ("srcc", "plcc", "mae"):
+        assert key in accuracy["detail"]["fp32"] and key in accuracy["detail"]["artifact"]
+    for key in ("srcc_drop", "max_abs_delta", "mean_abs_delta", "sqnr_db", "spearman_vs_fp32"):
+        assert key in accuracy["detail"]
+    assert (out / "export.json").is_file() and (out / "model_fp32.onnx").is_file()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--format", "tflite"], "unknown export format 'tflite'"),
+    (["--format", "onnx", "--precision", "w8"], "--precision w8 is not available for --format onnx"),
+    (["--format", "onnx", "--precision", "int8"], "pass --calib DATA"),
+    (["--format", "coreml", "--precision", "int8"], "pass --calib DATA"),
+    (["--format", "onnx", "--calib-method", "mse"], "unknown calibration method 'mse'"),
+    (["--format", "coreml", "--precision", "fp16", "--float-layer", "head"], "--float-layer applies to int8"),
+])
+def test_bad_options_give_one_line(argv, message, tmp_path, capsys):
+    from edge_iqa.cli import main
+
+    code = main(["export", str(make_fixture.STUDENT), *argv, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_missing_checkpoint_gives_one_line(tmp_path, capsys):
+    from edge_iqa.cli import main
+
+    code = main(["export", str(tmp_path / "nope.pt"), "--format", "onnx", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "checkpoint not found" in err and len(err.splitlines()) == 1
+
+
+def test_export_config_round_trips_and_refuses_unknown_fields():
+    from edge_iqa.errors import EdgeIQAError
+    from export.formats import ExportConfig
+
+    config = ExportConfig(format="tensorrt", calib_method="entropy", float_layers=("node_*",))
+    assert config.precision == "int8"  # the format's default
+    assert ExportConfig.from_dict(json.loads(config.to_json())) == config
+    with pytest.raises(EdgeIQAError, match="unknown fields"):
+        ExportConfig.from_dict({**config.to_dict(), "secret": 1})
+
+
+def test_skipped_check_is_never_passed():
+    from export.parity import SKIPPED, Check, failed
+
+    check = Check("tensorrt_engine_build", SKIPPED, True, reason="no tensorrt")
+    assert check.passed is None and not failed([check]) and check.line().startswith("----")
+
+
+def test_float_layer_patterns_and_unknown_names(fp32_graph):
+    from edge_iqa.errors import EdgeIQAError
+    from export.quantize import layer_groups, resolve_float_layers
+
+    graph = fp32_graph
+    groups = layer_groups(graph)
+    assert {"input", "head", "branches.0.stem", "branches.1.blocks.4"} <= set(groups)
+    se = resolve_float_layers(graph, ["*.se"])
+    assert se and all(n in {m for g in groups.values() for m in g} for n in se)
+    assert resolve_float_layers(graph, ["head"]) == groups["head"]
+    with pytest.raises(EdgeIQAError, match="matches no node or module"):
+        resolve_float_layers(graph, ["branches.7.nothing"])
+
+
+def test_float_layers_stay_float(fp32_graph, requantize):
+    import onnx
+
+    from export.quantize import resolve_float_layers
+
+    path = requantize(flavour="cpu", layout="qdq", float_nodes=resolve_float_layers(fp32_graph, ["head"]))
+    graph = onnx.load(str(path)).graph
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    assert gemms and all(producers.get(n.input[1]) != "DequantizeLinear" for n in gemms)  # float weights
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibrations_run(method, student, data, tmp_path):
+    from export.formats import ExportConfig
+    from export.pipeline import export_model
+
+    config = ExportConfig(format="tensorrt", precision="int8", calib_method=method, calib_images=8)
+    with pytest.warns(UserWarning, match="only 8 images"):
+        artifact = export_model(student, config, tmp_path, calib=data)
+    assert artifact.checks[1].name == "tensorrt_rules" and artifact.checks[1].passed
+    assert (tmp_path / f"calibration_{method}.json").is_file()
+
+
+def test_float_layer_search_improves_agreement(fp32_graph, student, data, tmp_path):
+    from export.quantize import ViewCalibrationReader, calibration_paths, search_float_layers
+
+    fp32 = fp32_graph
+    with pytest.warns(UserWarning):
+        reader = ViewCalibrationReader(student.config, calibration_paths(data, "train", 16))
+    nodes, record = search_float_layers(fp32, reader, flavour="tensorrt", cache=tmp_path / "c.json",
+                                        target=1.0, max_groups=1)
+    first, last = record["history"][0]["spearman_vs_fp32"], record["history"][-1]["spearman_vs_fp32"]
+    assert len(record["groups"]) <= 1 and last >= first and (nodes or last == first)
