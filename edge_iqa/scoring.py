@@ -111,8 +111,16 @@ def _error_of(path: str, config: ModelConfig) -> str:
 
 
 def load(path: str | Path, device: str = "cpu") -> Scorer:
-    """A scorer for a checkpoint (``.pt``) or an exported artifact (``.onnx``)."""
+    """A scorer for a checkpoint (``.pt``) or an exported artifact.
+
+    ``.onnx`` runs in ONNX Runtime; ``.plan``/``.engine`` (TensorRT) and ``.mlpackage`` (CoreML)
+    run where their runtime imports and otherwise fail with one line saying so.
+    """
     path = Path(path)
+    if path.suffix in (".plan", ".engine", ".mlpackage"):
+        from export.scorers import load_artifact_scorer
+
+        return load_artifact_scorer(path)
     if path.suffix == ".onnx":
         from edge_iqa.onnx_runtime import load_onnx_scorer
 
@@ -122,4 +130,5 @@ def load(path: str | Path, device: str = "cpu") -> Scorer:
 
         model, _ = load_checkpoint(path)
         return Scorer(model.config, torch_batch_fn(model, device), source=str(path))
-    raise EdgeIQAError(f"{path}: unknown model file type; give a .pt checkpoint or an .onnx export")
+    raise EdgeIQAError(f"{path}: unknown model file type; give a .pt checkpoint or an .onnx, .plan/.engine "
+                       "or .mlpackage export")

@@ -242,6 +242,23 @@ def test_coreml_predicts(exports):
     assert artifact.runner_status == "ran"
 
 
+def test_score_takes_a_coreml_package_where_coreml_runs(exports, data, capsys):
+    """``edge-iqa score`` accepts a CoreML package: it scores on macOS and says why not elsewhere."""
+    from edge_iqa.cli import main
+    from edge_iqa.data.manifest import read_manifest
+    from export.coreml import coreml_runtime_available
+
+    package = exports("coreml", "fp16").path
+    image = read_manifest(data, split="test")[0].path
+    code = main(["score", str(package), str(image), "--json"])
+    captured = capsys.readouterr()
+    if coreml_runtime_available():
+        assert code == 0 and math.isfinite(json.loads(captured.out)["results"][0]["score"])
+    else:
+        assert code == 2 and "predict only on macOS" in captured.err
+        assert len(captured.err.strip().splitlines()) == 1
+
+
 def test_scoring_api_and_cli_take_the_int8_onnx(exports, data, student, capsys):
     from edge_iqa.cli import main
     from edge_iqa.data.manifest import read_manifest
@@ -255,11 +272,6 @@ def test_scoring_api_and_cli_take_the_int8_onnx(exports, data, student, capsys):
 
         expected = Scorer(student.config, torch_batch_fn(student)).score(record.path)
     assert math.isfinite(score) and abs(score - expected) < 0.1
-    import edge_iqa
-
-    if edge_iqa.__file__ is None:  # `edge-iqa evaluate` calls edge_iqa.load, defined in __init__.py
-        pytest.skip("edge_iqa was imported as a namespace package (stale editable install: its finder lists "
-                    "edge_iqa as a namespace); run `pip install -e .` to test `edge-iqa evaluate` here")
     assert main(["evaluate", str(artifact.path), "--data", str(data), "--split", make_fixture.CHECK_SPLIT,
                  "--workers", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == GOLDEN["matrix"]["onnx/int8"]["n"]
