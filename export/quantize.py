@@ -19,8 +19,10 @@ flavour and layout of one export shares the same calibration.
 from __future__ import annotations
 
 import ast
+import contextlib
 import fnmatch
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -226,19 +228,18 @@ def _carry_metadata(src: str | Path, dst: Path, export_update: dict[str, Any]) -
     save_onnx(proto, dst)
 
 
-class _quiet_ort:
-    """ONNX Runtime's quantizer logs a pre-processing hint and per-tensor notes at WARNING/INFO."""
-
-    def __enter__(self):
-        self.level = logging.getLogger().level
-        logging.getLogger().setLevel(logging.ERROR)
-        self.warn = warnings.catch_warnings()
-        self.warn.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc):
-        self.warn.__exit__(*exc)
-        logging.getLogger().setLevel(self.level)
+@contextlib.contextmanager
+def _quiet_ort():
+    """ONNX Runtime's quantizer logs hints at WARNING/INFO and its histogram calibrators print to
+    stdout; keep stdout for ``--json`` (their prints go to stderr) and the log quiet."""
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.getLogger().setLevel(level)
 
 
 def onnx_latency_ms(path: str | Path, config: ModelConfig, *, runs: int = 10, warmup: int = 2,

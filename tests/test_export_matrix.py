@@ -295,6 +295,18 @@ def test_cli_export_with_check(data, tmp_path, capsys):
     assert (out / "export.json").is_file() and (out / "model_fp32.onnx").is_file()
 
 
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_cli_int8_json_stays_one_object(method, data, tmp_path, capsys):
+    """Histogram calibrators print progress; ``--json`` stdout must still be one JSON object."""
+    from edge_iqa.cli import main
+
+    code = main(["export", str(make_fixture.STUDENT), "--format", "onnx", "--precision", "int8", "--calib", str(data),
+                 "--calib-images", "8", "--calib-method", method, "--cpu-layout", "qdq", "--out", str(tmp_path),
+                 "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["export"]["export_config"]["calib_method"] == method
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--format", "tflite"], "unknown export format 'tflite'"),
     (["--format", "onnx", "--precision", "w8"], "--precision w8 is not available for --format onnx"),
