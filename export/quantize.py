@@ -37,6 +37,7 @@ from export.metadata import EXPORT_KEY, input_names
 MIN_CALIB_IMAGES = 100  # below this, activation ranges are noisy: warn
 AUTO = "auto"  # --float-layer auto: search the stages to leave in float (search_float_layers)
 FLAVOURS = ("tensorrt", "cpu")
+MAX_FLOAT_MAC_SHARE = 0.25  # --float-layer auto leaves at most this share of the MACs in float
 
 
 class ViewCalibrationReader:
@@ -325,13 +326,17 @@ def layer_groups(onnx_path: str | Path) -> dict[str, list[str]]:
 
 def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *, flavour: str, layout: str = "qdq",
                         method: str = "minmax", percentile: float = 99.999, cache: str | Path,
-                        target: float = 0.995, max_groups: int = 8) -> tuple[list[str], dict[str, Any]]:
+                        target: float = 0.995, max_groups: int = 8,
+                        max_float_mac_share: float = MAX_FLOAT_MAC_SHARE) -> tuple[list[str], dict[str, Any]]:
     """Greedily leave the stages that cost most accuracy in float until INT8 agrees with FP32.
 
     Agreement is Spearman(FP32 scores, INT8 scores) on the calibration images themselves: it
     needs no labels and never looks at the split the accuracy check uses. Each round tries every
     remaining stage group (:func:`layer_groups`) in float and keeps the best; the search stops at
-    ``target`` or after ``max_groups`` groups. Returns the node names and a record of the search.
+    ``target``, after ``max_groups`` groups, or when no group fits in ``max_float_mac_share`` of
+    the graph's MACs (an "INT8" model must keep most of its work in INT8; without this cap the
+    search can end with every stage in float). Returns the node names and a record of the search,
+    whose ``reached`` says whether the target was met.
     """
     import tempfile
 
@@ -349,6 +354,8 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
 
     reference = scores(Path(fp32_path))
     groups = layer_groups(fp32_path)
+    macs = group_macs(fp32_path, groups)
+    total = sum(macs.values()) or 1
     with tempfile.TemporaryDirectory(prefix="edge-iqa-search-") as tmp:
         def agreement(nodes: list[str]) -> float:
             path = quantize_onnx(fp32_path, Path(tmp) / "trial.onnx", None, flavour=flavour, layout=layout,
@@ -359,7 +366,11 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
         current = agreement([])
         history = [{"float": [], "spearman_vs_fp32": current}]
         while current < target and len(chosen) < max_groups:
-            trials = {g: agreement([n for c in chosen + [g] for n in groups[c]]) for g in groups if g not in chosen}
+            used = sum(macs[c] for c in chosen)
+            fits = [g for g in groups if g not in chosen and (used + macs[g]) / total <= max_float_mac_share]
+            trials = {g: agreement([n for c in chosen + [g] for n in groups[c]]) for g in fits}
+            if not trials:
+                break
             best = max(trials, key=trials.get)
             if trials[best] <= current:
                 break
@@ -368,4 +379,17 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
             history.append({"float": list(chosen), "spearman_vs_fp32": current})
     nodes = [n for g in chosen for n in groups[g]]
     return nodes, {"groups": chosen, "spearman_vs_fp32_on_calib": current, "target": target,
+                   "reached": current >= target, "float_mac_share": sum(macs[c] for c in chosen) / total,
+                   "max_float_mac_share": max_float_mac_share,
                    "images": sum(len(next(iter(b.values()))) for b in batches), "history": history}
+
+
+def group_macs(onnx_path: str | Path, groups: dict[str, list[str]]) -> dict[str, int]:
+    """MACs of each stage group of :func:`layer_groups` (0 where the graph's MACs cannot be counted)."""
+    from profiling.onnx_macs import onnx_macs_by_node
+
+    try:
+        by_node = onnx_macs_by_node(onnx_path)
+    except EdgeIQAError:
+        by_node = {}
+    return {g: sum(by_node.get(n, 0) for n in nodes) for g, nodes in groups.items()}

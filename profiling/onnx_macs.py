@@ -96,6 +96,11 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int:
 
 def count_onnx_macs(model_or_path: onnx.ModelProto | str | Path, *, batch: int = 1) -> int:
     """MACs of one run of an ONNX graph (a file or a loaded model); a symbolic batch dim is set to ``batch``."""
+    return sum(onnx_macs_by_node(model_or_path, batch=batch).values())
+
+
+def onnx_macs_by_node(model_or_path: onnx.ModelProto | str | Path, *, batch: int = 1) -> dict[str, int]:
+    """MACs of each counted node (Conv, Gemm, MatMul, …) of one run, by node name."""
     model = _load(model_or_path)
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
@@ -106,7 +111,7 @@ def count_onnx_macs(model_or_path: onnx.ModelProto | str | Path, *, batch: int =
         raise EdgeIQAError(f"ONNX graph holds ops whose MACs are not counted here ({', '.join(refused)}); "
                            f"count the float export instead")
     shapes = _static_shapes(model)
-    return sum(_node_macs(node, shapes) for node in model.graph.node if node.op_type in COUNTED_OPS)
+    return {node.name: _node_macs(node, shapes) for node in model.graph.node if node.op_type in COUNTED_OPS}
 
 
 def torch2onnx_for_counting(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: str | Path) -> Path:
