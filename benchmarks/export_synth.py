@@ -47,8 +47,8 @@ def export_row(checkpoint: Path, data: Path, out: Path, fmt: str, precision: str
     folder = out / "_".join([fmt, precision, *(o.strip("-") for o in options)])
     argv = ["edge-iqa", "export", str(checkpoint), "--format", fmt, "--precision", precision,
             "--check", str(data), "--out", str(folder), "--json", *options]
-    if precision == "int8":
-        argv += ["--calib", str(data), *calib_options]
+    if precision == "int8":  # CoreML W8A8 calibrates with coremltools' own observers: no ONNX Runtime options
+        argv += ["--calib", str(data), *(calib_options if fmt != "coreml" else [])]
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "edge_iqa.cli", *argv[1:]], capture_output=True, text=True,
                           cwd=ROOT)
@@ -140,12 +140,17 @@ def verdicts(rows: list[dict]) -> list[str]:
                      f"{r['ort_ms_1t']} ms vs FP32 {fp32['ort_ms_1t']} ms at 1 thread "
                      f"({'no slower' if r['ort_ms_1t'] <= fp32['ort_ms_1t'] else 'slower'})")
         out.append(text)
-    out.append("Why INT8 is not faster on this CPU: ONNX Runtime keeps HardSwish, HardSigmoid and the SE blocks "
-               "of MobileNetV3 in FP32 between Q/DQ pairs and depthwise convs are memory-bound (shared/REFERENCE.md "
-               "measured the same for mobilenetv3_large_100); `--float-layer auto` adds float stages and so more "
-               "Q/DQ boundaries. Why > 0.3×: int8 weights are 0.25× but each per-channel weight also stores an "
-               "FP32 scale and an int32 bias, a lot for depthwise channels of 9 weights; QDQ adds a "
-               "DequantizeLinear node per weight (QOperator is ~0.03× smaller).")
+    cpu_int8 = [r for r in rows if r["format"] == "onnx" and r["precision"] == "int8"]
+    if any(r["ort_ms_1t"] > fp32["ort_ms_1t"] for r in cpu_int8):
+        out.append("Why INT8 is not faster here: ONNX Runtime keeps HardSwish, HardSigmoid and the SE blocks of "
+                   "MobileNetV3 in FP32 between Q/DQ pairs, depthwise convs are memory-bound, and at this small "
+                   "input fixed per-node costs dominate (shared/REFERENCE.md measured the same for "
+                   "mobilenetv3_large_100); float layers add Q/DQ boundaries. benchmarks/results/int8_layouts.md "
+                   "measures the layouts per preset at their real inputs.")
+    if any(r["bytes"] > 0.3 * fp32["bytes"] for r in cpu_int8):
+        out.append("Why above 0.3×: int8 weights are 0.25× of FP32, but every output channel also stores an FP32 "
+                   "scale and an int32 bias — a lot for depthwise channels of 9 weights — the QDQ layout keeps a "
+                   "DequantizeLinear per weight, and float layers keep FP32 weights.")
     return out
 
 
