@@ -98,8 +98,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
     for preset in dict.fromkeys(r["preset"] for r in rows):
         int8 = [r for r in rows if r["preset"] == preset and r["precision"] == "int8"]
         good = [r["layout"] for r in int8 if r["meets"]]
-        lines.append(f"- {preset}: " + (f"meets with {', '.join(good)}" if good else "no layout meets both: " + "; ".join(
-            f"{r['layout']} {r['size_ratio']:.2f}× size, {r['speed_ratio']:.2f}× time" for r in int8)))
+        fp32 = next(r for r in rows if r["preset"] == preset and r["precision"] == "fp32")
+        lines.append(f"- {preset}: " + (f"meets with {', '.join(good)}" if good else "no layout meets both") + "; " +
+                     "; ".join(f"{r['layout']} {r['size_ratio']:.2f}× size, {r['speed_ratio']:.2f}× time at 1 thread, "
+                               f"{r['ms_2t'] / fp32['ms_2t']:.2f}× at 2 threads" for r in int8))
+    lines += ["", "The verdict compares 1-thread latencies (one inference per core, as a server or a phone's "
+              "background job would run it); the 2-thread ratios are listed because they can disagree."]
     lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows]
     lines += ["", f"Versions: {json.dumps(meta['versions'])}", ""]
     return "\n".join(lines)
