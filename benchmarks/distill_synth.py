@@ -77,17 +77,7 @@ def scaled_view_specs(preset: str, factor: float) -> list[str]:
     """``--view`` values for the preset's views scaled by ``factor`` (none at 1.0)."""
     from edge_iqa.presets import get_preset
 
-    if factor == 1.0:
-        return []
-    specs = []
-    for view in get_preset(preset).views:
-        if view.kind in ("resize", "center_crop"):
-            specs.append(f"{view.kind}:{round(view.size[0] * factor)}x{round(view.size[1] * factor)}")
-        elif view.kind == "fragments":
-            specs.append(f"fragments:{view.grid}x{max(8, round(view.patch * factor))}")
-        else:
-            specs.append("full")
-    return specs
+    return [] if factor == 1.0 else [view.scaled(factor).spec() for view in get_preset(preset).views]
 
 
 def view_args(specs: list[str]) -> list[str]:

@@ -61,6 +61,15 @@ class ViewConfig:
             return (side, side)
         return (int(source[0]), int(source[1]))
 
+    def scaled(self, factor: float) -> "ViewConfig":
+        """The same view for photos ``factor`` times the size: sizes and fragment patches scaled
+        (patches not below 8 px), the fragment grid kept; ``full`` unchanged."""
+        if self.kind in ("resize", "center_crop"):
+            return ViewConfig(self.kind, size=(round(self.size[0] * factor), round(self.size[1] * factor)))
+        if self.kind == "fragments":
+            return ViewConfig("fragments", grid=self.grid, patch=max(8, round(self.patch * factor)))
+        return self
+
     def spec(self) -> str:
         """The short form used on the command line, e.g. ``resize:720x1280`` (height×width)."""
         if self.kind in ("resize", "center_crop"):

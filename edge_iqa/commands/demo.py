@@ -4,12 +4,19 @@ Builds the synthetic dataset from photos shipped by installed packages, trains t
 ``demo-teacher`` preset (or takes ``--teacher``), distills the ``demo-student`` preset from it,
 evaluates teacher and student on the test split and scores a few photos, then prints a
 summary. Steps already done in ``--out`` (data, a finished teacher) are reused.
+
+The demo presets are made for photos of 512 px (:data:`PRESET_SIDE`). The demo builds its
+photos at ``--max-side`` (256 by default, so that teacher and student train in about a quarter
+of an hour on two CPU cores) and scales both presets' views by ``max_side / 512``, the setting
+``benchmarks/distill_synth.py`` measures (there with more teacher epochs, pseudo-labels and
+three seeds).
 """
 
 from __future__ import annotations
 
 import argparse
 
+PRESET_SIDE = 512  # the longer photo side the demo presets' views are made for
 HELP = ("run the whole path on the embedded data: synth data -> train a teacher -> distill a student -> "
         "evaluate -> score")
 
@@ -25,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--max-side", type=int, default=512, help="longer side of the synthetic references")
+    parser.add_argument("--max-side", type=int, default=256,
+                        help=f"longer side of the synthetic photos; the presets' views scale by MAX_SIDE/{PRESET_SIDE}")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -41,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     from edge_iqa.commands.distill import DEFAULT_LOSSES
     from edge_iqa.data.manifest import read_manifest
     from edge_iqa.data.synth import build_synth_dataset
-    from edge_iqa.presets import get_preset
     from edge_iqa.scoring import load
     from profiling.budget import ensure_within_budget
 
@@ -57,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
     teacher_path, teacher_test = _teacher(args, data, out, progress, say)
 
-    student = get_preset("demo-student")
+    student = scaled_preset("demo-student", args.max_side)
     ensure_within_budget(student)
-    say(f"[3/5] distilling demo-student from {teacher_path}")
+    say(f"[3/5] distilling demo-student (views {' + '.join(v.spec() for v in student.views)}) from {teacher_path}")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, num_workers=args.workers,
                          losses=parse_loss_terms(args.loss or DEFAULT_LOSSES))
     summary = distill(student, data, out / "student", config, teacher_path, progress=progress)
@@ -97,7 +104,6 @@ def _teacher(args: argparse.Namespace, data, out, progress: bool, say):
     import json
 
     from distill.trainer import TrainConfig, train
-    from edge_iqa.presets import get_preset
 
     if args.teacher:
         say(f"[2/5] using the teacher {args.teacher}")
@@ -106,9 +112,19 @@ def _teacher(args: argparse.Namespace, data, out, progress: bool, say):
     if (run / "metrics.json").is_file() and (run / "best.pt").is_file():
         say(f"[2/5] reusing the trained demo-teacher in {run}")
         return run / "best.pt", json.loads((run / "metrics.json").read_text()).get("test", {})
-    say(f"[2/5] training demo-teacher ({args.teacher_epochs} epochs)")
+    teacher = scaled_preset("demo-teacher", args.max_side)
+    views = " + ".join(v.spec() for v in teacher.views)
+    say(f"[2/5] training demo-teacher ({args.teacher_epochs} epochs, views {views})")
     config = TrainConfig(epochs=args.teacher_epochs, batch_size=args.batch_size, seed=args.seed,
                          num_workers=args.workers)
-    summary = train(get_preset("demo-teacher"), data, run, config, resume=(run / "last.pt").is_file(),
-                    progress=progress)
+    summary = train(teacher, data, run, config, resume=(run / "last.pt").is_file(), progress=progress)
     return run / "best.pt", summary.get("test", {})
+
+
+def scaled_preset(name: str, max_side: int):
+    """The demo preset ``name`` with its views scaled for photos of ``max_side`` px."""
+    from edge_iqa.presets import get_preset
+
+    config = get_preset(name)
+    factor = max_side / PRESET_SIDE
+    return config if factor == 1 else config.replace(views=tuple(v.scaled(factor) for v in config.views))
