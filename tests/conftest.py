@@ -29,6 +29,18 @@ def tiny_student() -> ModelConfig:
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: OpenMP threads spin, and on a shared 2-core CI box one
+    thread is several times faster. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_edge_iqa_logs(caplog):
     caplog.set_level(logging.WARNING, logger="edge_iqa")

@@ -31,13 +31,7 @@ STUDENT_VIEWS = ["--student", "demo-student", "--view", "resize:32x48", "--view"
 FAST = ["--batch-size", "16", "--workers", "0", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """2 cores shared with other jobs: one intra-op thread is several times faster here."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _env() -> dict[str, str]:

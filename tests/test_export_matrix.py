@@ -37,13 +37,7 @@ SPEARMAN_SLACK = 0.005
 DELTA_FACTOR = 2.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """OpenMP threads spin: on a shared 2-core CI box one thread is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

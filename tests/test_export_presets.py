@@ -45,13 +45,7 @@ def _inputs(config: ModelConfig, batch: int, seed: int) -> tuple[torch.Tensor, .
     return tuple(torch.rand(batch, 3, *v.output_size(config.source_size), generator=gen) for v in config.views)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """OpenMP threads spin: on a shared 2-core CI box one thread is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=sorted(PRESETS))
