@@ -19,6 +19,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert student["train_config"]["losses"] == [["mse", 1.0], ["plcc", 0.5], ["kd_mse", 1.0]]
     # the presets' views scale with the photos: 128 px is a quarter of the presets' 512 px
     assert [v.spec() for v in read_checkpoint(out / "student" / "best.pt")["config"].views] == ["fragments:8x8"]
-    # a second run reuses the data and the finished teacher
-    assert main(argv) == 0
-    assert "reusing" in capsys.readouterr().err
+    # a second run reuses the data and the finished teacher; the views follow the data's photo size
+    assert main([*argv[:3], "--max-side", "256", *argv[5:]]) == 0
+    err = capsys.readouterr().err
+    assert "reusing the trained demo-teacher" in err and "built at 128 px, not 256" in err
+    assert [v.spec() for v in read_checkpoint(out / "student" / "best.pt")["config"].views] == ["fragments:8x8"]

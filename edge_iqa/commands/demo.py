@@ -56,15 +56,19 @@ def run(args: argparse.Namespace) -> int:
     data = out / "data"
     started = time.time()
     progress = not args.json
+    max_side = args.max_side
     if (data / "manifest.csv").is_file():
-        say(f"[1/5] reusing the synthetic dataset in {data}")
+        built = json.loads((data / "dataset.json").read_text()).get("max_side", max_side)
+        say(f"[1/5] reusing the synthetic dataset in {data}" +
+            (f" (built at {built} px, not {max_side}: the views follow the data)" if built != max_side else ""))
+        max_side = built
     else:
         say(f"[1/5] building the synthetic dataset in {data}")
-        build_synth_dataset(data, seed=args.seed, max_side=args.max_side)
+        build_synth_dataset(data, seed=args.seed, max_side=max_side)
 
-    teacher_path, teacher_test = _teacher(args, data, out, progress, say)
+    teacher_path, teacher_test = _teacher(args, data, out, max_side, progress, say)
 
-    student = scaled_preset("demo-student", args.max_side)
+    student = scaled_preset("demo-student", max_side)
     ensure_within_budget(student)
     say(f"[3/5] distilling demo-student (views {' + '.join(v.spec() for v in student.views)}) from {teacher_path}")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, num_workers=args.workers,
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _teacher(args: argparse.Namespace, data, out, progress: bool, say):
+def _teacher(args: argparse.Namespace, data, out, max_side: int, progress: bool, say):
     """The teacher to distill from, and its test metrics when the demo trained it."""
     import json
 
@@ -112,7 +116,7 @@ def _teacher(args: argparse.Namespace, data, out, progress: bool, say):
     if (run / "metrics.json").is_file() and (run / "best.pt").is_file():
         say(f"[2/5] reusing the trained demo-teacher in {run}")
         return run / "best.pt", json.loads((run / "metrics.json").read_text()).get("test", {})
-    teacher = scaled_preset("demo-teacher", args.max_side)
+    teacher = scaled_preset("demo-teacher", max_side)
     views = " + ".join(v.spec() for v in teacher.views)
     say(f"[2/5] training demo-teacher ({args.teacher_epochs} epochs, views {views})")
     config = TrainConfig(epochs=args.teacher_epochs, batch_size=args.batch_size, seed=args.seed,
