@@ -125,9 +125,14 @@ def save_onnx(proto, path: str | Path, *, node_scopes: bool = False) -> Path:
 
     path = Path(path)
     if not node_scopes:
-        for node in proto.graph.node:
-            del node.metadata_props[:]
+        strip_node_scopes(proto)
     if proto.ByteSize() >= 2**31:
         raise EdgeIQAError(f"{path}: model over 2 GB cannot be one ONNX file; export a smaller model")
     onnx.save_model(proto, str(path), save_as_external_data=False)
     return path
+
+
+def strip_node_scopes(proto) -> None:
+    """Drop the exporter's per-node debug metadata (module scopes, stack traces) in place."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]

@@ -103,9 +103,10 @@ def deployable_bytes(path: Path) -> int:
     """Size the ONNX file would have as an artifact, without the exporter's per-node debug metadata."""
     import onnx
 
+    from export.onnx import strip_node_scopes
+
     proto = onnx.load(str(path))
-    for node in proto.graph.node:
-        del node.metadata_props[:]
+    strip_node_scopes(proto)
     return proto.ByteSize()
 
 
