@@ -149,10 +149,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise EdgeIQAError(f"model config has unknown fields {sorted(unknown)}; was it written by a newer edge-iqa?")
+        reject_unknown_fields(cls, data, "model config")
         data = dict(data)
         data["views"] = tuple(ViewConfig(**v) for v in data.get("views", ()))
         return cls(**data)
@@ -160,3 +157,10 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
         return cls.from_dict(json.loads(text))
+
+
+def reject_unknown_fields(cls: type, data: dict[str, Any], what: str) -> None:
+    """Refuse a stored config dict with fields the dataclass ``cls`` does not know (a newer writer)."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise EdgeIQAError(f"{what} has unknown fields {sorted(unknown)}; was it written by a newer edge-iqa?")

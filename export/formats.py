@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from edge_iqa.config import reject_unknown_fields
 from edge_iqa.errors import EdgeIQAError
 
 EXPORT_CONFIG_VERSION = 1
@@ -145,8 +146,5 @@ class ExportConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExportConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise EdgeIQAError(f"export config has unknown fields {sorted(unknown)}; was it written by a newer edge-iqa?")
+        reject_unknown_fields(cls, data, "export config")
         return cls(**data)
