@@ -1,9 +1,9 @@
 """Scorers for exported artifacts whose runtime is not ONNX Runtime: TensorRT engines, CoreML packages.
 
-``load_artifact_scorer(path)`` gives an :class:`edge_iqa.scoring.Scorer` for ``.onnx`` (ONNX
-Runtime), ``.plan``/``.engine`` (TensorRT, config from the JSON sidecar) and ``.mlpackage``
-(CoreML, config from the package metadata). Where the runtime is missing it says so in one
-line instead of scoring with something else.
+``load_artifact_scorer(path)`` gives an :class:`edge_iqa.scoring.Scorer` for ``.plan``/``.engine``
+(TensorRT, config from the JSON sidecar) and ``.mlpackage`` (CoreML, config from the package
+metadata); :func:`edge_iqa.scoring.load` routes those suffixes here and ``.onnx`` to ONNX Runtime.
+Where the runtime is missing it says so in one line instead of scoring with something else.
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ def load_artifact_scorer(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise EdgeIQAError(f"{path}: file not found")
-    if path.suffix == ".onnx":
-        from edge_iqa.onnx_runtime import load_onnx_scorer
-
-        return load_onnx_scorer(path)
     if path.suffix in ENGINE_SUFFIXES:
         from export.tensorrt import read_sidecar, tensorrt_available, trt_batch_fn
 
@@ -42,4 +38,4 @@ def load_artifact_scorer(path: str | Path):
         if not coreml_runtime_available():
             raise EdgeIQAError(f"{path}: CoreML packages predict only on macOS; score the ONNX export here")
         return Scorer(config, coreml_batch_fn(path), source=str(path))
-    raise EdgeIQAError(f"{path}: unknown artifact type; give .onnx, .plan/.engine or .mlpackage")
+    raise EdgeIQAError(f"{path}: unknown artifact type; give .plan/.engine or .mlpackage")
