@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.json
     max_side = args.max_side
     if (data / "manifest.csv").is_file():
-        built = json.loads((data / "dataset.json").read_text()).get("max_side", max_side)
+        info = data / "dataset.json"  # missing: the dataset check downstream says so in one line
+        built = json.loads(info.read_text()).get("max_side", max_side) if info.is_file() else max_side
         say(f"[1/5] reusing the synthetic dataset in {data}" +
             (f" (built at {built} px, not {max_side}: the views follow the data)" if built != max_side else ""))
         max_side = built
