@@ -161,6 +161,9 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "export_synth", help="folder for the artifacts")
     parser.add_argument("--calib-option", action="append", default=[], metavar="OPT",
                         help="extra option for the int8 rows, e.g. --calib-option=--calib-method=percentile")
+    parser.add_argument("--extra-row", action="append", default=[], metavar="'FORMAT PRECISION [OPTION ...]'",
+                        help="one more row after the standard ones, e.g. 'onnx int8 --float-layer head' "
+                             "(float stages chosen with benchmarks/int8_sensitivity.py)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per latency")
     parser.add_argument("--note", action="append", default=[], help="a note to record with the results")
     parser.add_argument("--name", default="export_synth", help="results file stem")
@@ -176,8 +179,11 @@ def main() -> int:
     from edge_iqa.checkpoint import read_checkpoint
 
     config = read_checkpoint(args.checkpoint)["config"]
+    extra = [shlex.split(spec) for spec in args.extra_row]
+    if any(len(e) < 2 for e in extra):
+        parser.error("--extra-row needs at least 'FORMAT PRECISION'")
     rows = []
-    for fmt, precision, options in ROWS:
+    for fmt, precision, options in [*ROWS, *((e[0], e[1], e[2:]) for e in extra)]:
         row = export_row(args.checkpoint.resolve(), args.data.resolve(), args.work.resolve(), fmt, precision,
                          options, args.calib_option)
         row["ort_ms_1t"] = ort_latency(row, config, 1, args.runs)
