@@ -6,7 +6,7 @@
 Post-training quantization noise adds up roughly stage by stage, so the classic way to find
 the layers worth leaving in float is to quantize one stage at a time and measure the output
 noise (the layer-wise sensitivity analysis of Krishnamoorthi, "Quantizing deep convolutional
-networks for efficient inference: a whitepaper", 2018, §3.7). For each stage group of
+networks for efficient inference: a whitepaper", 2018). For each stage group of
 :func:`export.quantize.layer_groups` this script builds the ONNX Runtime INT8 graph with *only
 that stage* quantized (the same ``quantize_onnx`` and calibration the export uses) and records
 its SQNR and Spearman against the FP32 graph on one split. Then it leaves stages in float in
