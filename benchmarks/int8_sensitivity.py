@@ -39,13 +39,6 @@ def split_batches(config, data: Path, split: str) -> list[dict[str, np.ndarray]]
     return list(ViewCalibrationReader(config, calibration_paths(data, split, 10**6)))
 
 
-def graph_scores(path: Path, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
-    from edge_iqa.onnx_runtime import onnx_session
-
-    session = onnx_session(path)
-    return np.concatenate([session.run(None, batch)[0].reshape(-1) for batch in batches])
-
-
 def sensitivity(checkpoint: Path, data: Path, *, flavour: str, method: str, split: str, target: float,
                 work: Path) -> dict:
     import onnx
@@ -55,7 +48,7 @@ def sensitivity(checkpoint: Path, data: Path, *, flavour: str, method: str, spli
     from export.parity import score_agreement
     from export.pipeline import deployable_bytes
     from export.quantize import (
-        ViewCalibrationReader, calibrate, calibration_paths, group_macs, layer_groups, quantize_onnx,
+        ViewCalibrationReader, calibrate, calibration_paths, graph_scores, group_macs, layer_groups, quantize_onnx,
     )
 
     model, _ = load_checkpoint(checkpoint)

@@ -341,18 +341,13 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
     import tempfile
 
     from edge_iqa.metrics import srcc
-    from edge_iqa.onnx_runtime import onnx_session
 
     cache = Path(cache)
     if not cache.is_file():
         calibrate(fp32_path, reader, cache, method=method, percentile=percentile)
     batches = list(reader)
 
-    def scores(path: Path) -> np.ndarray:
-        session = onnx_session(path)
-        return np.concatenate([session.run(None, batch)[0].reshape(-1) for batch in batches])
-
-    reference = scores(Path(fp32_path))
+    reference = graph_scores(fp32_path, batches)
     groups = layer_groups(fp32_path)
     macs = group_macs(fp32_path, groups)
     total = sum(macs.values()) or 1
@@ -360,7 +355,7 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
         def agreement(nodes: list[str]) -> float:
             path = quantize_onnx(fp32_path, Path(tmp) / "trial.onnx", None, flavour=flavour, layout=layout,
                                  method=method, percentile=percentile, float_nodes=nodes, cache=cache)
-            return float(srcc(scores(path), reference))
+            return float(srcc(graph_scores(path, batches), reference))
 
         chosen: list[str] = []
         current = agreement([])
@@ -382,6 +377,14 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
                    "reached": current >= target, "float_mac_share": sum(macs[c] for c in chosen) / total,
                    "max_float_mac_share": max_float_mac_share,
                    "images": sum(len(next(iter(b.values()))) for b in batches), "history": history}
+
+
+def graph_scores(path: str | Path, batches: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    """Scores of an ONNX graph in ONNX Runtime for input batches (feeds by input name), in order."""
+    from edge_iqa.onnx_runtime import onnx_session
+
+    session = onnx_session(path)
+    return np.concatenate([session.run(None, batch)[0].reshape(-1) for batch in batches])
 
 
 def group_macs(onnx_path: str | Path, groups: dict[str, list[str]]) -> dict[str, int]:
