@@ -121,13 +121,18 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=0.98, help="stop leaving stages in float at this Spearman")
     parser.add_argument("--name", default="int8_sensitivity", help="results file stem")
     args = parser.parse_args()
+    from edge_iqa.errors import EdgeIQAError
+
     results = []
     with tempfile.TemporaryDirectory(prefix="edge-iqa-sensitivity-") as tmp:
         for flavour in args.flavour or ["cpu", "tensorrt"]:
             work = Path(tmp) / flavour
             work.mkdir()
-            results.append(sensitivity(args.checkpoint, args.data, flavour=flavour, method=args.calib_method,
-                                       split=args.split, target=args.target, work=work))
+            try:
+                results.append(sensitivity(args.checkpoint, args.data, flavour=flavour, method=args.calib_method,
+                                           split=args.split, target=args.target, work=work))
+            except EdgeIQAError as err:
+                raise SystemExit(f"int8_sensitivity: {err}") from None
     command = "python benchmarks/int8_sensitivity.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "results": results}, indent=2) + "\n")
