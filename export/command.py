@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-split", default="train", choices=("train", "val", "test", "all"))
     parser.add_argument("--calib-images", type=int, default=256, help="at most this many calibration images")
     parser.add_argument("--calib-method", default="minmax", help=f"{', '.join(CALIB_METHODS)}")
-    parser.add_argument("--percentile", type=float, default=99.999, help="for --calib-method percentile")
+    parser.add_argument("--percentile", type=float, default=99.999, help="for --calib-method percentile (of |x|) and quantile (each tail)")
     parser.add_argument("--cpu-layout", default="auto",
                         help=f"int8 ONNX for CPU: {', '.join(CPU_LAYOUTS)} (auto = measure both, keep the faster)")
     parser.add_argument("--float-layer", action="append", default=[], metavar="NODE",

@@ -20,7 +20,7 @@ from edge_iqa.errors import EdgeIQAError
 
 EXPORT_CONFIG_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8", "w8")
-CALIB_METHODS = ("minmax", "percentile", "entropy")
+CALIB_METHODS = ("minmax", "percentile", "entropy", "quantile")
 CPU_LAYOUTS = ("auto", "qdq", "qoperator")
 
 
@@ -92,7 +92,8 @@ def get_format(name: str) -> Format:
 class ExportConfig:
     """How one artifact was made; stored in its metadata.
 
-    calib_method: activation range estimation for int8 (``minmax``, ``percentile``, ``entropy``).
+    calib_method: activation range estimation for int8 (``minmax``, ``percentile``, ``entropy``,
+    ``quantile``; see :mod:`export.quantize`).
     calib_images: at most this many images of ``calib_split`` are used for calibration.
     cpu_layout: int8 ONNX for CPU: ``qdq``, ``qoperator`` or ``auto`` (measure both, keep the
     faster). float_layers: what int8 ONNX/TensorRT graphs leave in float (node names, module

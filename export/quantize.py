@@ -3,7 +3,12 @@
 Calibration runs the FP32 graph on real images of a dataset split, decoded and cut into views
 by exactly the code that scores at inference (:func:`edge_iqa.scoring.iter_view_batches`), and
 estimates each activation's range with MinMax, Percentile or Entropy (KL) calibration
-(Migacz, "8-bit Inference with TensorRT", GTC 2017). Weights are quantized per output channel.
+(Migacz, "8-bit Inference with TensorRT", GTC 2017; Wu et al., "Integer Quantization for Deep
+Learning Inference", 2020), or Quantile. ONNX Runtime's percentile takes one threshold t from
+|x| and keeps [max(min, -t), min(max, t)]: the lighter tail is cut at the heavier tail's
+threshold, so its rare outliers still stretch the range. That suits symmetric int8, but the
+asymmetric uint8 scheme (Jacob et al., CVPR 2018) can spend its levels better: ``quantile``
+clips each tail at its own percentile of the values. Weights are quantized per output channel.
 
 One graph cannot serve both targets, so there are two flavours:
 
@@ -129,6 +134,8 @@ def calibrate(fp32_path: str | Path, reader: ViewCalibrationReader, cache: str |
     batches of different sizes. Percentile uses 2048 bins; entropy 512 bins for 128 quantized
     levels (ONNX Runtime's default of 128 bins leaves the KL search nothing to search, and its
     pure-Python search over TensorRT's 2048 bins takes minutes for a small student).
+    Percentile is ONNX Runtime's (one threshold from |x| for both tails); quantile is
+    :func:`quantile_ranges` (each tail at its own percentile).
     """
     import tempfile
 
@@ -137,7 +144,8 @@ def calibrate(fp32_path: str | Path, reader: ViewCalibrationReader, cache: str |
 
     methods = {"minmax": (CalibrationMethod.MinMax, {}),
                "percentile": (CalibrationMethod.Percentile, {"num_bins": 2048, "percentile": percentile}),
-               "entropy": (CalibrationMethod.Entropy, {"num_bins": 512, "num_quantized_bins": 128})}
+               "entropy": (CalibrationMethod.Entropy, {"num_bins": 512, "num_quantized_bins": 128}),
+               "quantile": (CalibrationMethod.Percentile, {})}  # Percentile: its graph outputs raw tensors
     if method not in methods:
         raise EdgeIQAError(f"unknown calibration method {method!r}; choose one of {', '.join(methods)}")
     calib_method, options = methods[method]
@@ -146,14 +154,62 @@ def calibrate(fp32_path: str | Path, reader: ViewCalibrationReader, cache: str |
     with tempfile.TemporaryDirectory(prefix="edge-iqa-calib-") as tmp, _quiet_ort():
         calibrator = create_calibrator(Path(fp32_path), ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=calib_method, extra_options=options)
-        for batch in reader:
-            calibrator.collect_data(_OneBatch(batch))
-        if reader.images == 0:
-            raise EdgeIQAError("no calibration image could be decoded; check the --calib dataset")
-        ranges = calibrator.compute_data()
+        if method == "quantile":
+            ranges = quantile_ranges(calibrator, reader, percentile)
+        else:
+            for batch in reader:
+                calibrator.collect_data(_OneBatch(batch))
+            _require_images(reader)
+            ranges = calibrator.compute_data()
         del calibrator
     save_tensors_data(ranges, Path(cache))
     return Path(cache)
+
+
+def _require_images(reader: ViewCalibrationReader) -> None:
+    if reader.images == 0:
+        raise EdgeIQAError("no calibration image could be decoded; check the --calib dataset")
+
+
+def quantile_ranges(calibrator, reader: ViewCalibrationReader, percentile: float, bins: int = 4096):
+    """Each tensor's range from its own value distribution: [q(100 - p), q(p)], widened to hold 0.
+
+    Two passes over the calibration views through ``calibrator``'s graph (ONNX Runtime's
+    histogram calibrator, whose augmented graph outputs every tensor it will quantize): the
+    first finds each tensor's min and max, the second fills a ``bins``-bin histogram over that
+    span. The quantiles are read off the histogram, so memory does not grow with the images.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+    session, names = calibrator.infer_session, set(calibrator.tensors_to_calibrate)
+    outputs = [o.name for o in session.get_outputs()]
+
+    def tensors():
+        reader.rewind()
+        for batch in reader:
+            values = {**dict(zip(outputs, session.run(None, batch))), **batch}
+            yield {name: values[name] for name in names if name in values}
+
+    low: dict[str, float] = {}
+    high: dict[str, float] = {}
+    for values in tensors():
+        for name, v in values.items():
+            low[name] = min(low.get(name, np.inf), float(v.min()))
+            high[name] = max(high.get(name, -np.inf), float(v.max()))
+    _require_images(reader)
+    counts = {name: np.zeros(bins, np.int64) for name in low}
+    for values in tensors():
+        for name, v in values.items():
+            counts[name] += np.histogram(v, bins, range=(low[name], max(high[name], low[name] + 1e-12)))[0]
+    tail = 1.0 - percentile / 100.0
+    data = {}
+    for name, count in counts.items():
+        edges = np.linspace(low[name], max(high[name], low[name] + 1e-12), bins + 1)
+        cdf = np.cumsum(count) / max(int(count.sum()), 1)
+        lo = edges[int(np.searchsorted(cdf, tail, side="right"))]  # left edge of the bin holding q(tail)
+        hi = edges[min(int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1, bins)]  # right edge of q(1 - tail)
+        data[name] = TensorData(lowest=np.float32(min(lo, 0.0)), highest=np.float32(max(hi, 0.0)))
+    return TensorsData(CalibrationMethod.MinMax, data)
 
 
 class _OneBatch:
@@ -180,7 +236,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalib
     if flavour == "tensorrt" and layout != "qdq":
         raise EdgeIQAError("TensorRT accepts only QDQ graphs; QOperator ops (QLinearConv …) are rejected")
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
+               "entropy": CalibrationMethod.Entropy, "quantile": CalibrationMethod.MinMax}  # quantile: min/max ranges
     if method not in methods:
         raise EdgeIQAError(f"unknown calibration method {method!r}; choose one of {', '.join(methods)}")
     symmetric = flavour == "tensorrt"

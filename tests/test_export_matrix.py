@@ -369,7 +369,7 @@ def test_float_layers_stay_float(fp32_graph, requantize):
     assert gemms and all(producers.get(n.input[1]) != "DequantizeLinear" for n in gemms)  # float weights
 
 
-@pytest.mark.parametrize("method", ["percentile", "entropy"])
+@pytest.mark.parametrize("method", ["percentile", "entropy", "quantile"])
 def test_histogram_calibrations_run(method, student, data, tmp_path):
     from export.formats import ExportConfig
     from export.pipeline import export_model

@@ -1,0 +1,102 @@
+"""INT8 calibration ranges (:mod:`export.quantize`): what each method makes of a skewed tensor.
+
+A tensor with a long positive tail and a short negative one with rare outliers (like a
+residual sum) is where the methods differ: ONNX Runtime's ``percentile`` takes one threshold
+from |x|, which leaves the negative outliers inside the range, while ``quantile`` clips each
+tail at its own percentile.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+
+class ArrayReader:
+    """Batches of one graph input, with the ``rewind``/``images`` interface calibration expects."""
+
+    def __init__(self, name: str, batches: list[np.ndarray]):
+        self.name, self.batches, self.images = name, batches, 0
+
+    def rewind(self) -> None:
+        self.images = 0
+
+    def __iter__(self):
+        for batch in self.batches:
+            self.images += len(batch)
+            yield {self.name: batch}
+
+
+@pytest.fixture(scope="module")
+def skewed(tmp_path_factory):
+    """An ONNX graph ``y = x + 0`` and batches of x: mostly above -1 with a long positive tail,
+    and one value in 4096 at -30."""
+    width = 512
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "zero"], ["y"])], "skewed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path_factory.mktemp("calib") / "skewed.onnx"
+    onnx.save(model, path)
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_exponential((8, width)) * 10 - 1).astype(np.float32) for _ in range(6)]
+    for b in batches:
+        b.ravel()[::4096] = -30.0
+    return path, batches
+
+
+def ranges(cache) -> dict[str, tuple[float, float]]:
+    def value(v):
+        return float(v["data"] if isinstance(v, dict) else v)
+
+    data = json.loads(cache.read_text())["data"]
+    return {name: (value(r["lowest"]), value(r["highest"])) for name, r in data.items()}
+
+
+def test_quantile_clips_each_tail_at_its_own_percentile(skewed, tmp_path):
+    from export.quantize import calibrate
+
+    path, batches = skewed
+    values = np.concatenate([b.ravel() for b in batches])
+    got = ranges(calibrate(path, ArrayReader("x", batches), tmp_path / "q.json", method="quantile", percentile=99.0))
+    bin_width = (values.max() - values.min()) / 4096
+    for name in ("x", "y"):
+        low, high = got[name]
+        assert abs(low - np.quantile(values, 0.01)) <= 2 * bin_width
+        assert abs(high - np.quantile(values, 0.99)) <= 2 * bin_width
+    assert low > -1.0 and high > 30.0
+
+
+def test_ort_percentile_keeps_the_rare_negative_outliers(skewed, tmp_path):
+    from export.quantize import calibrate
+
+    path, batches = skewed
+    low, high = ranges(calibrate(path, ArrayReader("x", batches), tmp_path / "p.json", method="percentile",
+                                 percentile=99.0))["y"]
+    assert low == pytest.approx(-30.0, rel=1e-3)  # one |x| threshold (> 30): the -30 outliers stay in range
+    assert high > 30.0
+
+
+def test_quantile_percentile_100_is_min_max(skewed, tmp_path):
+    from export.quantize import calibrate
+
+    path, batches = skewed
+    values = np.concatenate([b.ravel() for b in batches])
+    low, high = ranges(calibrate(path, ArrayReader("x", batches), tmp_path / "m.json", method="quantile",
+                                 percentile=100.0))["x"]
+    assert low == pytest.approx(values.min(), rel=1e-5) and high == pytest.approx(values.max(), rel=1e-5)
+
+
+def test_quantile_with_no_images_is_one_clear_error(skewed, tmp_path):
+    from edge_iqa.errors import EdgeIQAError
+    from export.quantize import calibrate
+
+    path, _ = skewed
+    with pytest.raises(EdgeIQAError, match="no calibration image"):
+        calibrate(path, ArrayReader("x", []), tmp_path / "e.json", method="quantile")
