@@ -197,14 +197,15 @@ def quantile_ranges(calibrator, reader: ViewCalibrationReader, percentile: float
             low[name] = min(low.get(name, np.inf), float(v.min()))
             high[name] = max(high.get(name, -np.inf), float(v.max()))
     _require_images(reader)
+    spans = {name: (low[name], max(high[name], low[name] + 1e-12)) for name in low}  # a constant tensor: one bin
     counts = {name: np.zeros(bins, np.int64) for name in low}
     for values in tensors():
         for name, v in values.items():
-            counts[name] += np.histogram(v, bins, range=(low[name], max(high[name], low[name] + 1e-12)))[0]
+            counts[name] += np.histogram(v, bins, range=spans[name])[0]
     tail = 1.0 - percentile / 100.0
     data = {}
     for name, count in counts.items():
-        edges = np.linspace(low[name], max(high[name], low[name] + 1e-12), bins + 1)
+        edges = np.linspace(*spans[name], bins + 1)
         cdf = np.cumsum(count) / max(int(count.sum()), 1)
         lo = edges[int(np.searchsorted(cdf, tail, side="right"))]  # left edge of the bin holding q(tail)
         hi = edges[min(int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1, bins)]  # right edge of q(1 - tail)
