@@ -72,8 +72,8 @@ def torch2coreml(model: IQAModel, path: str | Path, *, precision: str = "fp16",
         if calibrated is None and calib is None:
             raise EdgeIQAError("CoreML int8 (W8A8) needs calibration images; pass --calib DATA")
         net = calibrated if calibrated is not None else calibrate_w8a8(model, calib)[0]
-        settings.update(int8="W8A8: int8 weights (symmetric, per channel) and activations (symmetric, per tensor)",
-                        calibration="coremltools.optimize.torch LinearQuantizer observers (no training)")
+        settings.update(int8="W8A8: int8 weights (per channel) and uint8 activations with zero points (per tensor)",
+                        calibration="coremltools.optimize.torch LinearQuantizer, affine, observers only (no training)")
     elif precision == "w8":
         settings.update(int8="W8: int8 weights (symmetric, per channel), FP16 activations")
     mlmodel = _convert(net, config, precision)
@@ -140,36 +140,101 @@ def fixed_arity(model: nn.Module, n_views: int) -> nn.Module:
     return (_Views1, _Views2, _Views3, _Views4)[n_views - 1](model).eval()
 
 
-def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]]) -> tuple[nn.Module, int]:
-    """The model with fake-quantized int8 weights and activations, ranges observed on ``calib``."""
+def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]], *, method: str = "minmax",
+                   percentile: float = 99.999, bins: int = 4096) -> tuple[nn.Module, int]:
+    """The model with fake-quantized int8 weights and activations, ranges observed on ``calib``.
+
+    coremltools' LinearQuantizer with the affine scheme: activations are uint8 with a zero point
+    (a hard-swish output spans about [-0.4, 300]; symmetric int8 would spend half its levels on
+    the negative side), weights int8 per output channel. Its min/max observers watch the float
+    model (fake quant off), as ONNX Runtime's calibrators do. ``method="quantile"`` then narrows
+    each activation range in a second pass to its own [q(100 - p), q(p)], read from a ``bins``-bin
+    histogram (:func:`export.quantize.tail_range`, as the ONNX path's ``quantile``). ``finalize``
+    computes scales and zero points from the observers' ranges. Returns the model and the batch count.
+    """
     from coremltools.optimize.torch.quantization import (
         LinearQuantizer, LinearQuantizerConfig, ModuleLinearQuantizerConfig,
     )
+    from torch.ao.quantization import disable_fake_quant, disable_observer, enable_fake_quant
 
     from export.fold import fold_batchnorm
+    from export.formats import get_format
 
+    methods = get_format("coreml").calib_methods
+    if method not in methods:
+        raise EdgeIQAError(f"CoreML int8 calibrates with {' or '.join(methods)}, not {method!r}")
+    batches = list(calib)  # quantile needs a second pass
+    if not batches:
+        raise EdgeIQAError("no calibration batch for CoreML int8; the calibration split is empty")
     example = example_inputs(model.config, batch=1)
     folded = fixed_arity(fold_batchnorm(model, example), len(model.config.views))
-    # Post-training calibration, no training: min/max observers (as ONNX Runtime's MinMax) on
-    # from step 0 with fake-quant on, never frozen; BatchNorm is already folded away.
+    # Post-training calibration, no training: observers on from step 0, never frozen by the
+    # quantizer's schedule; BatchNorm is already folded away.
     config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
-        quantization_scheme="symmetric", weight_per_channel=True, weight_observer="min_max",
+        quantization_scheme="affine", weight_per_channel=True, weight_observer="min_max",
         activation_observer="min_max", milestones=[0, 0, 10**9, 0]))
     quantizer = LinearQuantizer(folded, config)
     with _quiet():
         prepared = quantizer.prepare(example_inputs=example, inplace=False)
     quantizer.step()
     prepared.eval()  # observers observe in eval mode too; eval keeps dropout out of the ranges
-    count = 0
+    prepared.apply(disable_fake_quant)
     with torch.no_grad():
-        for views in calib:
+        for views in batches:
             prepared(*views)
-            count += 1
-    if count == 0:
-        raise EdgeIQAError("no calibration batch for CoreML int8; the calibration split is empty")
+    if method == "quantile":
+        _narrow_to_quantiles(prepared, batches, percentile, bins)
+    prepared.apply(disable_observer)
+    prepared.apply(enable_fake_quant)
     with _quiet():
         final = quantizer.finalize(inplace=False)
-    return final.eval(), count
+    return final.eval(), len(batches)
+
+
+def _activation_fake_quants(prepared: nn.Module) -> list[nn.Module]:
+    """Each activation FakeQuantize whose range a per-tensor min/max observer sets (not the fixed
+    ranges coremltools gives hard-sigmoid outputs, not weights)."""
+    from torch.ao.quantization import FakeQuantize, MinMaxObserver
+
+    found: dict[int, nn.Module] = {}
+    for name, module in prepared.named_modules(remove_duplicate=False):
+        if (isinstance(module, FakeQuantize) and not name.endswith("weight_fake_quant")
+                and type(module.activation_post_process) is MinMaxObserver):
+            found.setdefault(id(module), module)
+    return list(found.values())
+
+
+def _narrow_to_quantiles(prepared: nn.Module, batches: Sequence[Sequence[torch.Tensor]], percentile: float,
+                         bins: int) -> None:
+    """Second float pass: each activation observer's range becomes its own tail quantiles."""
+    from torch.ao.quantization import disable_observer
+
+    from export.quantize import tail_range
+
+    fake_quants = _activation_fake_quants(prepared)
+    spans = [(float(fq.activation_post_process.min_val), float(fq.activation_post_process.max_val))
+             for fq in fake_quants]
+    spans = [(low, max(high, low + 1e-12)) for low, high in spans]  # a constant tensor: one bin
+    counts = [torch.zeros(bins, dtype=torch.float64) for _ in fake_quants]
+
+    def recorder(i: int):
+        def hook(module, args):
+            counts[i] += torch.histc(args[0].detach().float(), bins, *spans[i]).double()
+        return hook
+
+    prepared.apply(disable_observer)
+    handles = [fq.register_forward_pre_hook(recorder(i)) for i, fq in enumerate(fake_quants)]
+    try:
+        with torch.no_grad():
+            for views in batches:
+                prepared(*views)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for fq, count, (low, high) in zip(fake_quants, counts, spans):
+        lo, hi = tail_range(count.numpy(), low, high, percentile)
+        fq.activation_post_process.min_val.copy_(torch.tensor(lo))
+        fq.activation_post_process.max_val.copy_(torch.tensor(hi))
 
 
 def _image_inputs(config: ModelConfig):

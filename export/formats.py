@@ -28,7 +28,8 @@ CPU_LAYOUTS = ("auto", "qdq", "qoperator")
 class Format:
     """One export target.
 
-    precisions: what ``--precision`` may be. calib_precisions: those that need ``--calib``.
+    precisions: what ``--precision`` may be. calib_precisions: those that need ``--calib``;
+    calib_methods: the ``--calib-method`` values they accept.
     runtime: the module whose import means artifacts of this format can run here.
     simulated_by: what the accuracy check runs instead where that runtime is missing.
     builder: ``module:function`` that writes the artifact (see :mod:`export.pipeline`).
@@ -39,6 +40,7 @@ class Format:
     precisions: tuple[str, ...]
     default_precision: str
     calib_precisions: tuple[str, ...]
+    calib_methods: tuple[str, ...]
     runtime: str
     device: str
     simulated_by: str
@@ -56,7 +58,8 @@ class Format:
         return precision in self.calib_precisions
 
     def help_line(self) -> str:
-        calib = f"; {'/'.join(self.calib_precisions)} needs --calib" if self.calib_precisions else ""
+        calib = (f"; {'/'.join(self.calib_precisions)} needs --calib (--calib-method {'|'.join(self.calib_methods)})"
+                 if self.calib_precisions else "")
         return (f"{self.name} (--precision {'|'.join(self.precisions)}, default {self.default_precision}{calib}): "
                 f"{self.description}")
 
@@ -68,14 +71,15 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("onnx", ".onnx", ("fp32", "fp16", "int8"), "fp32", ("int8",), "onnxruntime", "CPU",
+    Format("onnx", ".onnx", ("fp32", "fp16", "int8"), "fp32", ("int8",), CALIB_METHODS, "onnxruntime", "CPU",
            "ONNX Runtime", "export.pipeline:build_onnx",
            "one-file ONNX; int8 = U8S8 for ONNX Runtime on CPU, QDQ or QOperator (faster one)"),
-    Format("tensorrt", ".plan", ("fp32", "fp16", "int8"), "int8", ("int8",), "tensorrt", "GPU/DLA",
+    Format("tensorrt", ".plan", ("fp32", "fp16", "int8"), "int8", ("int8",), CALIB_METHODS, "tensorrt", "GPU/DLA",
            "ONNX Runtime on the same (QDQ) ONNX graph", "export.pipeline:build_tensorrt",
            "TensorRT engine from ONNX; int8 = symmetric S8S8 QDQ (explicit quantization); without "
            "tensorrt: the ONNX, a TensorRT rule check and build_engine.sh for trtexec"),
-    Format("coreml", ".mlpackage", ("fp32", "fp16", "w8", "int8"), "fp16", ("int8",), "coremltools", "ANE/GPU/CPU",
+    Format("coreml", ".mlpackage", ("fp32", "fp16", "w8", "int8"), "fp16", ("int8",),
+           ("minmax", "quantile"), "coremltools", "ANE/GPU/CPU",
            "PyTorch with the package's weights read back (activations rounded to FP16)",
            "export.pipeline:build_coreml",
            "ML Program package with image inputs; w8 = int8 weights, int8 = W8A8 (weights and activations)"),
@@ -120,6 +124,9 @@ class ExportConfig:
                                f"choose one of {', '.join(fmt.precisions)}")
         if self.calib_method not in CALIB_METHODS:
             raise EdgeIQAError(f"unknown calibration method {self.calib_method!r}; choose one of {', '.join(CALIB_METHODS)}")
+        if self.needs_calib and self.calib_method not in fmt.calib_methods:
+            raise EdgeIQAError(f"--calib-method {self.calib_method} is not available for --format {self.format} "
+                               f"--precision {self.precision}; choose one of {', '.join(fmt.calib_methods)}")
         if self.cpu_layout not in CPU_LAYOUTS:
             raise EdgeIQAError(f"unknown int8 CPU layout {self.cpu_layout!r}; choose one of {', '.join(CPU_LAYOUTS)}")
         if self.calib_images < 1:

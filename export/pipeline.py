@@ -232,11 +232,8 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
     info: dict[str, Any] = {}
     calibrated = None
     if export.precision == "int8":
-        if export.calib_method != "minmax":
-            raise EdgeIQAError(f"CoreML int8 calibrates with coremltools' min/max observers; --calib-method "
-                               f"{export.calib_method} is only available for onnx and tensorrt")
         batches = list(_calib_tensors(model.config, export, calib))
-        calibrated, _ = calibrate_w8a8(model, batches)
+        calibrated, _ = calibrate_w8a8(model, batches, method=export.calib_method, percentile=export.percentile)
         info["calib_images"] = sum(len(b[0]) for b in batches)
         meta = {**meta, "calib_images": info["calib_images"]}
     torch2coreml(model, path, precision=export.precision, calibrated=calibrated, export=meta)

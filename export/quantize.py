@@ -13,7 +13,13 @@ clips each tail at its own percentile of the values. Weights are quantized per o
 One graph cannot serve both targets, so there are two flavours:
 
 - ``tensorrt``: symmetric S8S8 QDQ (int8 activations and weights, all zero points 0), the only
-  form TensorRT's explicit quantization accepts (see :mod:`export.tensorrt`).
+  form TensorRT's explicit quantization accepts (see :mod:`export.tensorrt`). Q/DQ pairs go
+  where NVIDIA's placement recommendations for explicit quantization put them: on the inputs
+  and weights of the weighted layers (Conv, Gemm, MatMul), not on their outputs nor on the
+  pointwise ops between them (hard-swish, SE gates, residual sums), which TensorRT fuses into
+  the neighbouring kernels and computes in float. Every extra Q/DQ pair is one more rounding,
+  and with symmetric ranges a tensor that is mostly positive (after hard-swish) uses half
+  the levels.
 - ``cpu``: U8S8 (uint8 activations, int8 weights) for ONNX Runtime on x86, as QDQ or
   QOperator (QLinearConv …); :func:`quantize_for_cpu` can measure both and keep the faster.
 
@@ -43,6 +49,7 @@ MIN_CALIB_IMAGES = 100  # below this, activation ranges are noisy: warn
 AUTO = "auto"  # --float-layer auto: search the stages to leave in float (search_float_layers)
 FLAVOURS = ("tensorrt", "cpu")
 MAX_FLOAT_MAC_SHARE = 0.25  # --float-layer auto leaves at most this share of the MACs in float
+TENSORRT_QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # Q/DQ on their inputs only
 
 
 class ViewCalibrationReader:
@@ -202,15 +209,26 @@ def quantile_ranges(calibrator, reader: ViewCalibrationReader, percentile: float
     for values in tensors():
         for name, v in values.items():
             counts[name] += np.histogram(v, bins, range=spans[name])[0]
-    tail = 1.0 - percentile / 100.0
     data = {}
     for name, count in counts.items():
-        edges = np.linspace(*spans[name], bins + 1)
-        cdf = np.cumsum(count) / max(int(count.sum()), 1)
-        lo = edges[int(np.searchsorted(cdf, tail, side="right"))]  # left edge of the bin holding q(tail)
-        hi = edges[min(int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1, bins)]  # right edge of q(1 - tail)
-        data[name] = TensorData(lowest=np.float32(min(lo, 0.0)), highest=np.float32(max(hi, 0.0)))
+        lo, hi = tail_range(count, *spans[name], percentile)
+        data[name] = TensorData(lowest=np.float32(lo), highest=np.float32(hi))
     return TensorsData(CalibrationMethod.MinMax, data)
+
+
+def tail_range(count: np.ndarray, low: float, high: float, percentile: float) -> tuple[float, float]:
+    """[q(100 - p), q(p)] of the values that histogram ``count`` over [low, high] describes, widened to hold 0.
+
+    Bin-conservative: the low end is the left edge of the bin holding q(100 - p), the high end
+    the right edge of the bin holding q(p).
+    """
+    bins = len(count)
+    tail = 1.0 - percentile / 100.0
+    edges = np.linspace(low, high, bins + 1)
+    cdf = np.cumsum(count) / max(float(np.sum(count)), 1.0)
+    lo = float(edges[int(np.searchsorted(cdf, tail, side="right"))])
+    hi = float(edges[min(int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1, bins)])
+    return min(lo, 0.0), max(hi, 0.0)
 
 
 class _OneBatch:
@@ -242,8 +260,11 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalib
         raise EdgeIQAError(f"unknown calibration method {method!r}; choose one of {', '.join(methods)}")
     symmetric = flavour == "tensorrt"
     extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    placement: dict[str, Any] = {}
     if flavour == "tensorrt":
         extra["QuantizeBias"] = False  # TensorRT dequantizes int8 only; biases stay float and it fuses them
+        extra["OpTypesToExcludeOutputQuantization"] = list(TENSORRT_QUANTIZED_OPS)
+        placement["op_types_to_quantize"] = list(TENSORRT_QUANTIZED_OPS)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache else out_path.with_suffix(".calib.json")
@@ -258,16 +279,43 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalib
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
             nodes_to_exclude=list(float_nodes), calibrate_method=methods[method], extra_options=extra,
-            calibration_cache_path=str(cache),
+            calibration_cache_path=str(cache), **placement,
         )
+    if flavour == "tensorrt":
+        _float_for_pointwise_consumers(out_path)
     _carry_metadata(fp32_path, out_path, {
         "precision": "int8", "int8_flavour": flavour, "int8_layout": layout,
         "int8_types": "S8S8 symmetric (activations int8, weights int8, zero points 0)" if symmetric
         else "U8S8 (activations uint8 asymmetric, weights int8 symmetric)",
         "weights": "per output channel", "calib_method": method, "float_nodes": list(float_nodes),
+        "qdq_placement": "inputs of " + "/".join(TENSORRT_QUANTIZED_OPS) if symmetric else "every quantizable op",
         "calib_images": reader.images if reader is not None and reader.images else None,
     })
     return out_path
+
+
+def _float_for_pointwise_consumers(path: Path) -> None:
+    """Feed the float tensor, not its Q/DQ copy, to every consumer that is not a weighted layer.
+
+    ONNX Runtime quantizes a tensor once and hands the dequantized copy to all its consumers, so
+    a block output feeding both the next Conv and a residual Add (or an SE pool) would be
+    rounded on the Add path too. TensorRT's placement keeps Q/DQ on the Conv path only.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    source = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    float_of = {n.output[0]: source[n.input[0]] for n in graph.node
+                if n.op_type == "DequantizeLinear" and n.input[0] in source and source[n.input[0]] not in weights}
+    for node in graph.node:
+        if node.op_type in TENSORRT_QUANTIZED_OPS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            if name in float_of:
+                node.input[i] = float_of[name]
+    onnx.save(model, str(path))
 
 
 def _carry_metadata(src: str | Path, dst: Path, export_update: dict[str, Any]) -> None:

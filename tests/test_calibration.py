@@ -9,6 +9,7 @@ tail at its own percentile.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -100,3 +101,38 @@ def test_quantile_with_no_images_is_one_clear_error(skewed, tmp_path):
     path, _ = skewed
     with pytest.raises(EdgeIQAError, match="no calibration image"):
         calibrate(path, ArrayReader("x", []), tmp_path / "e.json", method="quantile")
+
+
+def _activation_scales(net) -> np.ndarray:
+    """The per-tensor activation scales of a finalized coremltools W8A8 model, in graph order."""
+    return np.array([float(v) for k, v in net.state_dict().items()
+                     if k.endswith(tuple(f"_scale_{i}" for i in range(10))) and v.numel() == 1])
+
+
+def test_coreml_w8a8_quantile_narrows_activation_ranges():
+    """CoreML W8A8: quantile at 100 keeps min/max exactly; at 99 every range is at most as wide."""
+    import torch
+
+    from edge_iqa.checkpoint import load_checkpoint
+    from edge_iqa.model import example_inputs
+    from export.coreml import calibrate_w8a8
+
+    model, _ = load_checkpoint(Path(__file__).resolve().parent / "fixtures" / "student.pt")  # the export fixture
+    generator = torch.Generator().manual_seed(0)
+    batches = [tuple(torch.rand(v.repeat(4, 1, 1, 1).shape, generator=generator) for v in example_inputs(model.config))
+               for _ in range(3)]
+    scales = {name: _activation_scales(calibrate_w8a8(model, batches, method=method, percentile=p)[0])
+              for name, method, p in (("minmax", "minmax", 99.999), ("q100", "quantile", 100.0),
+                                      ("q99", "quantile", 99.0))}
+    assert len(scales["minmax"]) > 10 and len(set(map(len, scales.values()))) == 1
+    np.testing.assert_allclose(scales["q100"], scales["minmax"], rtol=1e-6)
+    assert np.all(scales["q99"] <= scales["minmax"] * (1 + 1e-6))
+    assert np.mean(scales["q99"] < scales["minmax"] * 0.99) > 0.5  # most ranges lose their 1 % tails
+
+
+def test_coreml_w8a8_rejects_histogram_methods_it_lacks():
+    from edge_iqa.errors import EdgeIQAError
+    from export.coreml import calibrate_w8a8
+
+    with pytest.raises(EdgeIQAError, match="minmax or quantile"):
+        calibrate_w8a8(None, [], method="entropy")

@@ -200,6 +200,25 @@ def test_tensorrt_checker_rejects_the_cpu_graphs(exports, requantize):
     assert trt.ok and trt.quantized_weights > 0
 
 
+def test_tensorrt_graph_quantizes_only_weighted_layer_inputs(requantize):
+    """NVIDIA's placement: Q/DQ on the inputs of Conv/Gemm, never on their outputs or pointwise ops."""
+    import onnx
+
+    from export.quantize import TENSORRT_QUANTIZED_OPS
+
+    graph = onnx.load(str(requantize(flavour="tensorrt"))).graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    dequantized = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    users = {u.op_type for dq in dequantized for u in consumers.get(dq.output[0], [])}
+    assert dequantized and users <= set(TENSORRT_QUANTIZED_OPS), users
+    weighted = [n for n in graph.node if n.op_type in TENSORRT_QUANTIZED_OPS]
+    dq_outputs = {dq.output[0] for dq in dequantized}
+    assert all(n.input[0] in dq_outputs for n in weighted)  # and every weighted layer reads int8 input
+
+
 def test_tensorrt_export_writes_script_and_sidecar(exports):
     from edge_iqa.config import ModelConfig
     from edge_iqa.onnx_runtime import CONFIG_KEY
@@ -307,6 +326,8 @@ def test_cli_int8_json_stays_one_object(data, tmp_path, capsys):
     (["--format", "onnx", "--precision", "int8"], "pass --calib DATA"),
     (["--format", "coreml", "--precision", "int8"], "pass --calib DATA"),
     (["--format", "onnx", "--calib-method", "mse"], "unknown calibration method 'mse'"),
+    (["--format", "coreml", "--precision", "int8", "--calib-method", "entropy"],
+     "--calib-method entropy is not available for --format coreml"),
     (["--format", "coreml", "--precision", "fp16", "--float-layer", "head"], "--float-layer applies to int8"),
 ])
 def test_bad_options_give_one_line(argv, message, tmp_path, capsys):
