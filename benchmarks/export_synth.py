@@ -35,7 +35,8 @@ ROWS = (
     ("onnx", "int8", []),  # every layer int8: the size / speed row
     ("onnx", "int8", ["--float-layer", "auto"]),  # stages that cost accuracy left in float
     ("tensorrt", "fp16", []),
-    ("tensorrt", "int8", ["--float-layer", "auto"]),  # S8S8 alone costs too much accuracy here
+    ("tensorrt", "int8", []),  # every weighted layer int8
+    ("tensorrt", "int8", ["--float-layer", "auto"]),  # stages that cost accuracy left in float
     ("coreml", "fp16", []),
     ("coreml", "w8", []),
     ("coreml", "int8", []),
@@ -47,8 +48,8 @@ def export_row(checkpoint: Path, data: Path, out: Path, fmt: str, precision: str
     folder = out / "_".join([fmt, precision, *(o.strip("-") for o in options)])
     argv = ["edge-iqa", "export", str(checkpoint), "--format", fmt, "--precision", precision,
             "--check", str(data), "--out", str(folder), "--json", *options]
-    if precision == "int8":  # CoreML W8A8 calibrates with coremltools' own observers: no ONNX Runtime options
-        argv += ["--calib", str(data), *(calib_options if fmt != "coreml" else [])]
+    if precision == "int8":  # the same calibration options for every int8 row (CoreML: minmax or quantile)
+        argv += ["--calib", str(data), *calib_options]
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "edge_iqa.cli", *argv[1:]], capture_output=True, text=True,
                           cwd=ROOT)
