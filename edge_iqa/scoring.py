@@ -8,6 +8,7 @@ never stops the others.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -84,21 +85,53 @@ class Scorer:
         """Quality of one photo, in the model's score range (higher is better)."""
         return float(self.batch_fn(self.views_of(image))[0])
 
-    def score_paths(self, paths: Sequence[str | Path], batch_size: int = 8, num_workers: int = 0,
-                    progress: bool = False) -> list[ScoreResult]:
-        """Score many files; a file that fails gets its error in its row."""
+    def iter_score_paths(self, paths: str | Path | Sequence[str | Path], batch_size: int = 8,
+                         num_workers: int = 0, progress: bool = False) -> Iterator[ScoreResult]:
+        """Score many files, yielding one result per path in order, batch by batch as they are
+        scored (so a caller can save them as they come); a file that fails gets its error."""
         from tqdm import tqdm
 
-        paths = [str(p) for p in paths]
-        scores: dict[int, float] = {}
+        paths = _path_list(paths)
         bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="scoring")
-        for views, done, failed in iter_view_batches(paths, self.config, batch_size, num_workers):
-            if done:
-                scores.update(zip(done, self.batch_fn(views).tolist()))
-            bar.update(len(done) + len(failed))
-        bar.close()
-        return [ScoreResult(p, scores[i]) if i in scores else ScoreResult(p, None, _error_of(p, self.config))
-                for i, p in enumerate(paths)]
+        try:
+            for views, done, failed in iter_view_batches(paths, self.config, batch_size, num_workers):
+                scores = dict(zip(done, self.batch_fn(views).tolist())) if done else {}
+                for i in sorted([*done, *failed]):
+                    yield (ScoreResult(paths[i], float(scores[i])) if i in scores
+                           else ScoreResult(paths[i], None, _error_of(paths[i], self.config)))
+                bar.update(len(done) + len(failed))
+        finally:
+            bar.close()
+
+    def score_paths(self, paths: str | Path | Sequence[str | Path], batch_size: int = 8, num_workers: int = 0,
+                    progress: bool = False) -> list[ScoreResult]:
+        """Score many files (or one path); a file that fails gets its error in its row."""
+        return list(self.iter_score_paths(paths, batch_size, num_workers, progress))
+
+
+def _path_list(paths: str | Path | Sequence[str | Path]) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [str(paths)]  # one path, not one row per character
+    return [str(p) for p in paths]
+
+
+def image_files_or_missing(paths: Sequence[str | Path]) -> list[Path]:
+    """The image files of ``paths`` (folders expanded by ``io.iter_image_files``), in order,
+    with a path that does not exist kept as it is: it then becomes a row with its error, like
+    a corrupt file, instead of stopping the valid ones."""
+    from edge_iqa.io import iter_image_files
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        for found in iter_image_files([path]) if path.exists() else [path]:
+            if found not in seen:
+                seen.add(found)
+                files.append(found)
+    return files
 
 
 def _error_of(path: str, config: ModelConfig) -> str:

@@ -48,10 +48,12 @@ def run(args: argparse.Namespace) -> int:
 
     from edge_iqa.checkpoint import load_checkpoint
     from edge_iqa.commands.common import print_json, say
+    from edge_iqa.outputs import ensure_writable_dir
     from export.formats import ExportConfig
     from export.parity import failed, write_report
     from export.pipeline import check_parity, export_model
 
+    ensure_writable_dir(args.out)
     config = ExportConfig(format=args.format, precision=args.precision, calib_method=args.calib_method,
                           calib_split=args.calib_split, calib_images=args.calib_images, percentile=args.percentile,
                           cpu_layout=args.cpu_layout, float_layers=tuple(args.float_layer), opset=args.opset)

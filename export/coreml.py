@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ from torch import nn
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import IQAModel, example_inputs
+from edge_iqa.outputs import atomic_path
 from export.metadata import artifact_metadata, input_names
 
 COREML_PRECISIONS = ("fp32", "fp16", "w8", "int8")
@@ -84,11 +84,8 @@ def torch2coreml(model: IQAModel, path: str | Path, *, precision: str = "fp16",
                      "batch": 1, **dict(export or {})})
     _describe(mlmodel, config, artifact_metadata(config, settings))
     path = Path(path)
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet():
-        mlmodel.save(str(path))
+    with atomic_path(path) as tmp, _quiet():  # a package folder written aside, then renamed into place
+        mlmodel.save(str(tmp))
     return path
 
 

@@ -22,6 +22,7 @@ import torch
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import IQAModel, example_inputs
+from edge_iqa.outputs import atomic_write
 from export.metadata import artifact_metadata, input_names
 
 DEFAULT_OPSET = 18
@@ -128,8 +129,8 @@ def save_onnx(proto, path: str | Path, *, node_scopes: bool = False) -> Path:
         strip_node_scopes(proto)
     if proto.ByteSize() >= 2**31:
         raise EdgeIQAError(f"{path}: model over 2 GB cannot be one ONNX file; export a smaller model")
-    onnx.save_model(proto, str(path), save_as_external_data=False)
-    return path
+    # to a temporary name, then renamed: a killed export never leaves half a model at ``path``
+    return atomic_write(path, lambda handle: onnx.save_model(proto, handle, save_as_external_data=False), binary=True)
 
 
 def strip_node_scopes(proto) -> None:

@@ -115,10 +115,10 @@ def failed(checks: Sequence[Check]) -> list[Check]:
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(report), indent=2, sort_keys=False, default=str) + "\n")
-    return path
+    """Write ``report`` as JSON, atomically: a killed export leaves the old report or the new one."""
+    from edge_iqa.outputs import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(_finite(report), indent=2, sort_keys=False, default=str) + "\n")
 
 
 def _finite(value: Any) -> Any:

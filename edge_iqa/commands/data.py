@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> dict[str, Any]:
     from edge_iqa.errors import EdgeIQAError
+    from edge_iqa.outputs import ensure_writable_dir
 
+    ensure_writable_dir(args.out, option="OUT folder")
     if args.kind not in SYNTH_KINDS:
         if args.kind == "burst":
             raise EdgeIQAError("--kind burst arrives with burst scoring; use --kind iqa for now")
@@ -79,7 +81,9 @@ def _synth(args: argparse.Namespace) -> dict[str, Any]:
 
 def _import(args: argparse.Namespace) -> dict[str, Any]:
     from edge_iqa.data.adapters import import_dataset
+    from edge_iqa.outputs import ensure_writable_dir
 
+    ensure_writable_dir(args.out)
     return summarize(import_dataset(args.kind, args.src, args.out, seed=args.seed))
 
 

@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from distill.features import FeaturePair
     from edge_iqa.commands.common import resolve_model
     from edge_iqa.commands.train import print_summary, train_config_from_args
+    from edge_iqa.outputs import ensure_writable_dir
     from profiling.budget import ensure_within_budget
 
+    ensure_writable_dir(args.out)
     config = resolve_model(args.student, args.view).replace(role="student")
     ensure_within_budget(config, allow_over_budget=args.allow_over_budget)
     pairs = [FeaturePair.parse(spec) for spec in args.pair or ()]

@@ -2,7 +2,8 @@
 
 The CSV (``path,score,error``, absolute paths, scores in the teacher's units) is what
 ``edge-iqa distill --teacher CSV`` and ``--unlabeled CSV`` read, so a teacher too large for
-the training machine can score the photos elsewhere.
+the training machine can score the photos elsewhere. Rows are saved as they are scored and
+``--resume`` continues a killed run (the same ``score_to_csv`` as ``edge-iqa score``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ HELP = "score unlabeled photos with a teacher and write pseudo-labels (path,scor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_iqa.commands.score import add_resume_options
+
     parser.add_argument("teacher", help="teacher checkpoint (.pt) or exported model (.onnx)")
     parser.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", required=True, help="CSV file to write (path,score,error)")
+    add_resume_options(parser)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -26,20 +30,20 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from edge_iqa.commands.common import print_json, say
-    from edge_iqa.commands.score import write_results_csv
+    from edge_iqa.commands.score import check_out, score_to_csv
     from edge_iqa.errors import EdgeIQAError
-    from edge_iqa.io import iter_image_files
-    from edge_iqa.scoring import load
+    from edge_iqa.scoring import image_files_or_missing, load
 
+    check_out(args.out, resume=args.resume, overwrite=args.overwrite)
     scorer = load(args.teacher, args.device)
-    files = [os.path.abspath(p) for p in iter_image_files(args.paths)]
+    files = [os.path.abspath(p) for p in image_files_or_missing(args.paths)]
     if not files:
         raise EdgeIQAError(f"no images found in {', '.join(args.paths)}")
-    results = scorer.score_paths(files, args.batch_size, args.workers, progress=not args.json)
-    write_results_csv(args.out, results)
+    results, resumed = score_to_csv(scorer, files, args.out, resume=args.resume, batch_size=args.batch_size,
+                                    workers=args.workers, progress=not args.json)
     failed = sum(1 for r in results if r.error)
     summary = {"teacher": args.teacher, "out": args.out, "n": len(results), "labeled": len(results) - failed,
-               "failed": failed, "score_range": list(scorer.config.score_range)}
+               "failed": failed, "resumed": resumed, "score_range": list(scorer.config.score_range)}
     if args.json:
         print_json(summary)
     else:

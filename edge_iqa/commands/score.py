@@ -1,50 +1,111 @@
-"""``edge-iqa score``: score photos (files or folders) with a checkpoint or exported model."""
+"""``edge-iqa score``: score photos (files or folders) with a checkpoint or exported model.
+
+With ``--out``, rows reach ``OUT.partial`` as they are scored (flushed batch by batch), and
+the finished CSV replaces ``OUT`` atomically. ``--resume`` continues a killed run from the rows
+already on disk; an existing ``OUT`` is kept unless ``--resume`` or ``--overwrite`` says what
+to do with it. ``pseudo-label`` writes its CSV through the same ``score_to_csv``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 HELP = "score image files or folders; one row per file (score or error); exit 1 if any file failed"
+COLUMNS = ("path", "score", "error")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="checkpoint (.pt) or exported model (.onnx)")
     parser.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", help="write the rows to this CSV file (path,score,error)")
+    add_resume_options(parser)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def write_results_csv(path: str, results) -> None:
-    import csv
-    from pathlib import Path
+def add_resume_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed run: keep the scored rows of OUT.partial and OUT, score the rest "
+                             "(failed rows are tried again)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "score", "error"])
-        for r in results:
-            writer.writerow([r.path, "" if r.score is None else f"{r.score:.6f}", r.error or ""])
+
+def check_out(out: str, *, resume: bool, overwrite: bool) -> None:
+    """Before any work: ``--out`` is writable and no earlier result would be silently replaced."""
+    from edge_iqa.outputs import ensure_writable_file, refuse_to_clobber
+
+    ensure_writable_file(out)
+    refuse_to_clobber(out, resume=resume, overwrite=overwrite)
+
+
+def score_to_csv(scorer, files, out: str, *, resume: bool, batch_size: int, workers: int,
+                 progress: bool) -> tuple[list, int]:
+    """Score ``files`` into the CSV ``out``, skipping the paths an earlier run already scored.
+
+    Returns every row's ``ScoreResult`` in the order of ``files`` (then rows of an earlier run
+    whose paths are not among ``files``), which is also the order of the finished file, and
+    how many rows were kept from the earlier run.
+    """
+    from edge_iqa.outputs import RowWriter, partial_path, read_rows
+
+    kept: dict[str, list[str]] = {}
+    if resume:
+        for row in read_rows(out, COLUMNS) + read_rows(partial_path(out), COLUMNS):
+            if row[1] and not row[2]:
+                kept.setdefault(row[0], row)
+    todo = [str(f) for f in files if str(f) not in kept]
+    writer = RowWriter(out, COLUMNS, list(kept.values()))
+    try:
+        new = {}
+        for result in scorer.iter_score_paths(todo, batch_size, workers, progress=progress):
+            writer.write(_row(result))
+            new[result.path] = result
+        ordered = dict.fromkeys([*(str(f) for f in files), *kept])
+        results = [new[p] if p in new else _result(kept[p]) for p in ordered]
+        writer.finish([_row(r) for r in results])
+    finally:
+        writer.close()
+    return results, len(kept)
+
+
+def _row(result) -> list[str]:
+    return [result.path, "" if result.score is None else f"{result.score:.6f}", result.error or ""]
+
+
+def _result(row: list[str]):
+    from edge_iqa.scoring import ScoreResult
+
+    return ScoreResult(row[0], float(row[1]))
 
 
 def run(args: argparse.Namespace) -> int:
     import edge_iqa
     from edge_iqa.commands.common import format_table, print_json, say
-    from edge_iqa.io import iter_image_files
+    from edge_iqa.scoring import image_files_or_missing
 
-    scorer = edge_iqa.load(args.model, args.device)
-    files = iter_image_files(args.paths)
-    results = scorer.score_paths(files, args.batch_size, args.workers, progress=not args.json)
     if args.out:
-        write_results_csv(args.out, results)
+        check_out(args.out, resume=args.resume, overwrite=args.overwrite)
+    elif args.resume or args.overwrite:
+        from edge_iqa.errors import EdgeIQAError
+
+        raise EdgeIQAError("--resume and --overwrite are about the --out file; pass --out CSV")
+    scorer = edge_iqa.load(args.model, args.device)
+    files = image_files_or_missing(args.paths)
+    if args.out:
+        results, resumed = score_to_csv(scorer, files, args.out, resume=args.resume, batch_size=args.batch_size,
+                                        workers=args.workers, progress=not args.json)
+    else:
+        results, resumed = scorer.score_paths(files, args.batch_size, args.workers, progress=not args.json), 0
     failed = [r for r in results if r.error]
     if args.json:
-        print_json({"model": args.model, "n": len(results), "failed": len(failed),
+        print_json({"model": args.model, "n": len(results), "failed": len(failed), "resumed": resumed,
                     "results": [{"path": r.path, "score": r.score, "error": r.error} for r in results]})
     else:
         say(format_table(("path", "score"), [(r.path, r.score if r.score is not None else f"ERROR {r.error}")
                                               for r in results]))
-        say(f"{len(results) - len(failed)} scored, {len(failed)} failed" + (f"; rows in {args.out}" if args.out else ""))
+        say(f"{len(results) - len(failed)} scored, {len(failed)} failed"
+            + (f" ({resumed} kept from the earlier run)" if resumed else "")
+            + (f"; rows in {args.out}" if args.out else ""))
     return 1 if failed else 0

@@ -61,8 +61,10 @@ def print_summary(summary: dict, as_json: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     from distill.trainer import train
     from edge_iqa.commands.common import resolve_model
+    from edge_iqa.outputs import ensure_writable_dir
     from profiling.budget import ensure_within_budget
 
+    ensure_writable_dir(args.out)
     config = resolve_model(args.model, args.view)
     ensure_within_budget(config, allow_over_budget=args.allow_over_budget)
     summary = train(config, args.data, args.out, train_config_from_args(args, ("mse=1", "plcc=0.5")),

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from edge_iqa.errors import DatasetError
+from edge_iqa.outputs import atomic_write
 
 MANIFEST = "manifest.csv"
 DATASET_JSON = "dataset.json"
@@ -379,9 +380,9 @@ def _write(root: Path, rows: list[dict[str, Any]], columns: tuple[str, ...], inf
         # Posix separators so a dataset written on one OS reads on another.
         row["path"] = Path(os.path.relpath(Path(row["path"]).absolute(), base)).as_posix()
         row["score"] = repr(float(row["score"]))  # repr round-trips the float exactly
-    _atomic_write(root / MANIFEST, lambda fh: _write_csv(fh, fieldnames, rows))
+    atomic_write(root / MANIFEST, lambda fh: _write_csv(fh, fieldnames, rows))  # a crash never leaves half a manifest
     text = json.dumps(info.to_dict(), indent=2, sort_keys=False, default=str) + "\n"
-    _atomic_write(root / DATASET_JSON, lambda fh: fh.write(text))
+    atomic_write(root / DATASET_JSON, lambda fh: fh.write(text))
     return root
 
 
@@ -399,9 +400,3 @@ def _write_csv(fh, fieldnames: list[str], rows: list[dict[str, Any]]) -> None:
     writer.writerows(rows)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write to a temporary file and rename, so a crash never leaves half a manifest."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        write(fh)
-    os.replace(tmp, path)
