@@ -10,27 +10,46 @@ Every model input goes through here, so the decoding rules live in one place:
   when the model only needs a resized view, which makes 4K-and-up photos several times cheaper;
 - a decompression-bomb guard refuses images over ``max_pixels``, read from the header before
   any pixel is decoded;
+- HEIF/HEIC (what an iPhone shoots) is read through the ``pillow-heif`` plugin, AVIF and WebP
+  by Pillow itself; a GIF or an animated WebP gives its first frame;
+- JPEGs are checked for damaged data while they decode: Pillow drops libjpeg's "corrupt JPEG
+  data" warnings, so a file with garbage mid-stream would be decoded grey or smeared in
+  silence. YCbCr and grayscale JPEGs (nearly all) are decoded by libjpeg-turbo through
+  ``simplejpeg`` in strict mode, bit-identical to Pillow's own decoder; a damaged one is still
+  decoded as Pillow does, with one warning line on the ``edge_iqa.io`` logger;
 - a file that cannot be used raises ``ImageError`` with one line naming the file, what is
   wrong and what to do: never a traceback or a Pillow warning.
+
+``scan_images`` expands files and folders into image files and says what a folder scan left
+out (other suffixes, hidden files, links to folders, unreadable folders); ``iter_image_files``
+logs that as one warning line per folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import struct
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+import simplejpeg
+from PIL import Image
+from pillow_heif import register_heif_opener
 
 from edge_iqa.errors import ImageError
 
+register_heif_opener()  # Pillow opens .heic/.heif from now on, in this process
+
 MAX_PIXELS = 200_000_000
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".heic", ".heif", ".avif")
+
+log = logging.getLogger("edge_iqa.io")
 
 PathLike = Union[str, "os.PathLike[str]"]
 DraftTo = Callable[[tuple[int, int]], "tuple[int, int] | None"]
@@ -38,6 +57,7 @@ DraftTo = Callable[[tuple[int, int]], "tuple[int, int] | None"]
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a JPEG with more pictures after the first (3D, depth)
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientations whose display swaps width and height (a transpose or a 90/270° turn).
 _SWAPS_AXES = (5, 6, 7, 8)
@@ -110,7 +130,7 @@ def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int | None) -> 
             path,
             f"image is {width}x{height} px ({_megapixels(width * height)}), over the "
             f"{_megapixels(max_pixels)} decompression-bomb limit",
-            "pass max_pixels / --max-pixels to allow it",
+            f"if you trust the file, raise the limit with --max-pixels {width * height} (max_pixels= in Python)",
         )
 
 
@@ -160,7 +180,7 @@ def _apply_draft(image: Image.Image, draft_to: DraftTo) -> None:
     ``draft_to`` sees the size as displayed (after EXIF orientation), because that is what the
     views crop and resize; the stored JPEG is still sideways, so the answer is swapped back.
     """
-    if image.format not in ("JPEG", "MPO"):
+    if image.format not in _JPEG_FORMATS:
         return  # draft() only downscales JPEG; other formats decode at full size anyway
     swapped = _orientation(image) in _SWAPS_AXES
     width, height = image.size
@@ -171,7 +191,17 @@ def _apply_draft(image: Image.Image, draft_to: DraftTo) -> None:
     image.draft("RGB", (need_h, need_w) if swapped else (need_w, need_h))
 
 
-def _decode(path: Path, image: Image.Image) -> None:
+def _decode(path: Path, image: Image.Image, handle) -> Image.Image:
+    """The decoded image: ``image`` itself once loaded, or a new one from the strict JPEG decoder."""
+    damage = None
+    if image.format in _JPEG_FORMATS and image.mode in ("RGB", "L"):
+        try:
+            decoded = _decode_jpeg_strictly(image, handle)
+        except ValueError as exc:  # simplejpeg's report of what libjpeg found wrong
+            damage = str(exc)
+        else:
+            if decoded is not None:
+                return decoded
     try:
         image.load()
     except _DECODE_ERRORS as exc:
@@ -179,19 +209,33 @@ def _decode(path: Path, image: Image.Image) -> None:
             raise _error(path, "image file is truncated (cut off mid-download or mid-copy?)",
                          "re-download or re-export it") from exc
         raise _error(path, f"image data is corrupt ({exc})", "re-download or re-export it") from exc
+    if damage:
+        log.warning("%s: JPEG data is damaged (%s); decoded anyway, part of the picture may be grey or "
+                    "smeared: re-download or re-export it", path, damage.strip().rstrip("."))
+    return image
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """The decoded image turned the way its EXIF orientation says a viewer shows it."""
-    orientation = _orientation(image)
+def _decode_jpeg_strictly(image: Image.Image, handle) -> Image.Image | None:
+    """libjpeg-turbo's decode at the (drafted) size Pillow chose, refusing damaged data.
+
+    Raises ValueError for damaged data; None when simplejpeg's scale differs from Pillow's draft
+    (Pillow then decodes), so the pixels are always those Pillow would give.
+    """
+    handle.seek(0)
+    gray = image.mode == "L"
+    pixels = simplejpeg.decode_jpeg(handle.read(), colorspace="GRAY" if gray else "RGB", strict=True,
+                                    min_width=image.width, min_height=image.height)
+    if pixels.shape[:2] != (image.height, image.width):
+        return None
+    return Image.fromarray(pixels[:, :, 0] if gray else pixels, image.mode)
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    """The decoded image turned the way its EXIF orientation says a viewer shows it (as
+    ``ImageOps.exif_transpose`` turns it, without rewriting an EXIF block we do not keep)."""
     if orientation not in _TRANSPOSE:
-        return image  # already upright: skip exif_transpose's full copy
-    try:
-        return ImageOps.exif_transpose(image)
-    except _DECODE_ERRORS:
-        # exif_transpose also rewrites the EXIF block, which fails on some malformed ones;
-        # the pixels still deserve the rotation the (readable) tag asked for.
-        return image.transpose(_TRANSPOSE[orientation])
+        return image  # already upright: no copy
+    return image.transpose(_TRANSPOSE[orientation])
 
 
 def load_image(path: PathLike, draft_to: DraftTo | None = None, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
@@ -213,8 +257,8 @@ def load_image(path: PathLike, draft_to: DraftTo | None = None, max_pixels: int 
         _check_pixels(path, image.size, max_pixels)
         if draft_to is not None:
             _apply_draft(image, draft_to)
-        _decode(path, image)
-        image = _upright(image)
+        # EXIF of the header (JPEG) or of the loaded file (a PNG's eXIf chunk may follow its pixels)
+        image = _upright(_decode(path, image, handle), _orientation(image))
     try:
         return to_rgb(image)
     except ImageError:
@@ -367,38 +411,129 @@ def _is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _images_under(directory: Path) -> list[Path]:
-    """Image files below ``directory``, sorted. Hidden files and folders are skipped: macOS
-    ``._photo.jpg`` resource forks and ``.cache``/``.git`` trees are not photos."""
-    found = []
-    for root, dirs, names in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(Path(root) / n for n in names if not n.startswith(".") and _is_image_name(n))
-    return sorted(found)
+@dataclass(frozen=True)
+class SkippedPath:
+    """Something a folder scan left out, and why."""
+
+    path: Path
+    reason: str
 
 
-def iter_image_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
-    """Expand files and directories into a list of image files, in the order given.
+@dataclass(frozen=True)
+class ImageScan:
+    """What ``scan_images`` found: ``files`` in the order given, and what folder scans left out.
 
-    A directory contributes every image file below it (recursive, sorted, suffix in
-    ``IMAGE_SUFFIXES``, case-insensitive). A file named explicitly is kept whatever its
-    suffix: the user asked for it, and ``load_image`` will say if it is not an image.
-    Duplicates are dropped. A path that does not exist raises ``ImageError``.
+    ``files`` keeps every path named explicitly, even one that does not exist (it is also in
+    ``missing``): loading it gives its one-line error, so a caller can report it in its row.
+    """
+
+    files: tuple[Path, ...]
+    skipped: tuple[SkippedPath, ...] = ()
+    missing: tuple[Path, ...] = ()
+
+
+def _scan_folder(directory: Path) -> tuple[list[Path], list[SkippedPath]]:
+    """Image files below ``directory`` (recursive, sorted) and everything the walk left out.
+
+    Left out, and reported: other suffixes; hidden files and folders (macOS ``._photo.jpg``
+    resource forks, ``.cache``/``.git`` trees are not photos); links to folders (not followed,
+    so a link loop cannot hang the scan); folders that cannot be read. A folder named like an
+    image (``x.jpg/``) that holds no image is kept as a file, so that loading it says what it is.
+    """
+    found: list[Path] = []
+    skipped: list[SkippedPath] = []
+    image_named_dirs: list[Path] = []
+
+    def unreadable(err: OSError) -> None:
+        skipped.append(SkippedPath(Path(err.filename), f"folder cannot be read ({err.strerror or err})"))
+
+    for root, dirs, names in os.walk(directory, onerror=unreadable):
+        folder = Path(root)
+        searched = []
+        for name in sorted(dirs):
+            if name.startswith("."):
+                skipped.append(SkippedPath(folder / name, "hidden folder, not searched"))
+            elif (folder / name).is_symlink():
+                skipped.append(SkippedPath(folder / name, "link to a folder, not followed; name it to search it"))
+            else:
+                searched.append(name)
+                if _is_image_name(name):
+                    image_named_dirs.append(folder / name)
+        dirs[:] = searched
+        for name in sorted(names):
+            if name.startswith("."):
+                skipped.append(SkippedPath(folder / name, "hidden file"))
+            elif _is_image_name(name):
+                found.append(folder / name)
+            else:
+                skipped.append(SkippedPath(folder / name, f"not an image suffix ({Path(name).suffix or 'none'})"))
+    for folder in image_named_dirs:
+        if not any(folder in f.parents for f in found):
+            found.append(folder)
+    return sorted(found), skipped
+
+
+def scan_images(paths: PathLike | Iterable[PathLike]) -> ImageScan:
+    """Expand files and folders into image files, in the order given, saying what was left out.
+
+    A folder contributes every image file below it (recursive, sorted, suffix in
+    ``IMAGE_SUFFIXES``, case-insensitive); what else it holds is listed in ``skipped``. A file
+    named explicitly is kept whatever its suffix: the user asked for it, and ``load_image`` will
+    say if it is not an image. Duplicates are dropped.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]  # one path, not an iterable of characters
     files: list[Path] = []
+    skipped: list[SkippedPath] = []
+    missing: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            candidates = _images_under(path)
-        elif path.exists():
-            candidates = [path]
+            candidates, left_out = _scan_folder(path)
+            skipped += left_out
+            if not candidates and _is_image_name(path.name):
+                candidates = [path]  # "x.jpg" is a folder: its row will say so
         else:
-            raise _error(path, "no such file or directory", "check the path")
+            candidates = [path]
+            if not path.exists():
+                missing.append(path)
         for candidate in candidates:
             if candidate not in seen:
                 seen.add(candidate)
                 files.append(candidate)
-    return files
+    return ImageScan(tuple(files), tuple(skipped), tuple(missing))
+
+
+def describe_skipped(folder: PathLike, skipped: Iterable[SkippedPath], examples: int = 3) -> str:
+    """One line: how many entries a scan of ``folder`` left out, with the first few and why."""
+    skipped = list(skipped)
+    shown = "; ".join(f"{_relative(s.path, folder)} ({s.reason})" for s in skipped[:examples])
+    more = f"; and {len(skipped) - examples} more" if len(skipped) > examples else ""
+    entries = "1 entry" if len(skipped) == 1 else f"{len(skipped)} entries"
+    return (f"{folder}: {entries} left out of the image scan: {shown}{more} "
+            f"(image suffixes: {' '.join(IMAGE_SUFFIXES)}; name a file to use it anyway)")
+
+
+def _relative(path: Path, folder: PathLike) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
+def iter_image_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
+    """``scan_images(paths).files``, after one warning line per folder whose scan left
+    something out; a path that does not exist raises ``ImageError``."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = list(paths)
+    scan = scan_images(paths)
+    if scan.missing:
+        raise _error(scan.missing[0], "no such file or directory", "check the path")
+    for raw in paths:
+        folder = Path(raw)
+        left_out = [s for s in scan.skipped if folder == s.path or folder in s.path.parents]
+        if left_out:
+            log.warning("%s", describe_skipped(folder, left_out))
+    return list(scan.files)

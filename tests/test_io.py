@@ -15,6 +15,7 @@ from edge_iqa.io import (
     MAX_PIXELS,
     iter_image_files,
     load_image,
+    scan_images,
     to_rgb,
     to_rgb_image,
 )
@@ -291,7 +292,7 @@ def test_bomb_refused_from_header_with_default_limit(tmp_path):
     with pytest.raises(ImageError) as excinfo:
         load_image(path)
     assert_image_error(excinfo, path, "250 MP", "over the 200 MP decompression-bomb limit",
-                       "pass max_pixels / --max-pixels to allow it")
+                       "raise the limit with --max-pixels 250000000")
 
 
 def test_raised_limit_overrides_pillows_own(tmp_path):
@@ -341,6 +342,64 @@ def test_truncated_jpeg(tmp_path):
         with pytest.raises(ImageError) as excinfo:
             load_image(path, draft_to=draft_to)
         assert_image_error(excinfo, path, "truncated")
+
+
+def noisy_jpeg(tmp_path: Path, name: str = "photo.jpg", **save_args) -> Path:
+    noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    return write(tmp_path, name, Image.fromarray(noise), quality=90, **save_args)
+
+
+def decoded_by_pillow(path: Path, draft=None) -> np.ndarray:
+    with Image.open(path) as image:
+        if draft:
+            image.draft("RGB", draft)
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.parametrize("save_args", [{}, {"progressive": True}, {"subsampling": 0}], ids=["420", "progressive", "444"])
+def test_strict_jpeg_decode_matches_pillow_pixel_for_pixel(tmp_path, save_args):
+    path = noisy_jpeg(tmp_path, **save_args)
+    assert np.array_equal(np.asarray(load_image(path)), decoded_by_pillow(path))
+    drafted = load_image(path, draft_to=lambda size: (40, 30))
+    assert drafted.size == (64, 48)
+    assert np.array_equal(np.asarray(drafted), decoded_by_pillow(path, (40, 30)))
+    gray = write(tmp_path, "gray.jpg", Image.open(path).convert("L"), quality=90)
+    assert np.array_equal(np.asarray(load_image(gray))[:, :, 0], np.asarray(Image.open(gray)))
+
+
+@pytest.mark.parametrize("damage", ["zeros", "inserted", "early_end"])
+def test_jpeg_with_garbage_mid_stream_decodes_with_a_warning(tmp_path, caplog, damage):
+    path = noisy_jpeg(tmp_path)
+    data = path.read_bytes()
+    middle = len(data) // 2
+    damaged = {"zeros": data[:middle] + bytes(300) + data[middle + 300:],
+               "inserted": data[:middle] + b"garbage" * 50 + data[middle:],
+               "early_end": data[:middle] + b"\xff\xd9" + data[middle:]}[damage]
+    path.write_bytes(damaged)
+    with caplog.at_level("WARNING", logger="edge_iqa.io"):
+        out = load_image(path)
+    assert out.size == (128, 96)
+    assert np.array_equal(np.asarray(out), decoded_by_pillow(path))  # what Pillow makes of it
+    [record] = caplog.records
+    assert "photo.jpg" in record.getMessage() and "JPEG data is damaged" in record.getMessage()
+
+
+def test_clean_jpeg_gives_no_warning(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="edge_iqa.io"):
+        load_image(noisy_jpeg(tmp_path))
+    assert not caplog.records
+
+
+def test_heic_gif_avif_files(tmp_path):
+    two = two_tone(16, 8)
+    for name in ("a.heic", "a.heif", "a.avif"):
+        out = load_image(write(tmp_path, name, two, quality=95))
+        assert out.size == (16, 8)
+        assert_close(pixel(out, (0, 4)), RED, tol=40)  # lossy codecs blur a 16 px edge
+        assert_close(pixel(out, (15, 4)), BLUE, tol=40)
+    frames = [Image.new("RGB", (8, 8), c) for c in (GREEN, RED, BLUE)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert_rgb(load_image(tmp_path / "anim.gif"), GREEN, tol=0)  # the first frame
 
 
 def test_directory_given_as_image(tmp_path):
@@ -441,5 +500,44 @@ def test_iter_image_files_missing_path(tmp_path):
     assert_image_error(excinfo, missing, "no such file or directory")
 
 
+def test_scan_reports_what_a_folder_scan_leaves_out(tmp_path, caplog):
+    tiny = Image.new("RGB", (2, 2))
+    (tmp_path / "x.jpg").mkdir()  # a folder named like a photo, empty
+    (tmp_path / "y.jpg").mkdir()  # a folder named like a photo, with a photo inside
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for rel in ("a.jpg", "y.jpg/in.png", "b.heic", "c.gif", ".git/obj.jpg"):
+        tiny.save(tmp_path / rel, format="PNG")
+    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+
+    scan = scan_images(tmp_path)
+    assert scan.files == (tmp_path / "a.jpg", tmp_path / "b.heic", tmp_path / "c.gif", tmp_path / "x.jpg",
+                          tmp_path / "y.jpg" / "in.png")
+    reasons = {s.path.name: s.reason for s in scan.skipped}
+    assert set(reasons) == {".git", "link", "notes.txt", ".DS_Store"}
+    assert "hidden folder" in reasons[".git"] and "not followed" in reasons["link"]
+    assert "not an image suffix (.txt)" == reasons["notes.txt"] and reasons[".DS_Store"] == "hidden file"
+    with pytest.raises(ImageError) as excinfo:
+        load_image(tmp_path / "x.jpg")
+    assert_image_error(excinfo, tmp_path / "x.jpg", "is a directory")
+
+    with caplog.at_level("WARNING", logger="edge_iqa.io"):
+        assert iter_image_files([tmp_path]) == list(scan.files)
+    [record] = caplog.records
+    line = record.getMessage()
+    assert "\n" not in line and line.startswith(f"{tmp_path}: 4 entries left out") and "and 1 more" in line
+
+
+def test_scan_keeps_a_missing_path_in_order(tmp_path):
+    Image.new("RGB", (2, 2)).save(tmp_path / "a.jpg")
+    scan = scan_images([tmp_path / "gone.jpg", tmp_path])
+    assert scan.files == (tmp_path / "gone.jpg", tmp_path / "a.jpg")
+    assert scan.missing == (tmp_path / "gone.jpg",)
+    assert scan_images(str(tmp_path / "a.jpg")).files == (tmp_path / "a.jpg",)  # one path, not characters
+
+
 def test_suffixes():
-    assert set(IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+    assert set(IMAGE_SUFFIXES) == {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".heic",
+                                   ".heif", ".avif"}
