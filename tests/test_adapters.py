@@ -185,6 +185,49 @@ def test_generic_csv(tmp_path, caplog):
     assert info.name == "labels" and info.score_range == (3.0, 5.0)
 
 
+def test_csv_rows_leading_outside_the_csv_folder_are_refused(tmp_path, caplog):
+    src = tmp_path / "mine"
+    _images(src / "pics", ["a.png", "b.png"])
+    _images(tmp_path / "private", ["secret.png"])
+    (src / "pics" / "link.png").symlink_to(tmp_path / "private" / "secret.png")
+    (src / "labels.csv").write_text(
+        "path,score,split\n"
+        "pics/a.png,3,train\n"
+        "../private/secret.png,4,train\n"                      # line 3: climbs out
+        f"{tmp_path / 'private' / 'secret.png'},4,test\n"      # line 4: absolute, outside
+        "pics/link.png,4,test\n"                              # line 5: a link out of the folder
+        "/etc/passwd,1,test\n"                                # line 6
+        "pics/b.png,5,test\n"
+        "pics/./a.png,5,test\n"                               # line 8: a.png again, other split
+    )
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="edge_iqa.data"):
+        records = read_manifest(import_dataset("csv", src / "labels.csv", out))
+    assert [r.path.name for r in records] == ["a.png", "b.png"]
+    text = (out / "manifest.csv").read_text()
+    assert "secret" not in text and "link" not in text and "passwd" not in text
+    messages = _messages(caplog)
+    for line in (3, 4, 5, 6):
+        [message] = [m for m in messages if f"labels.csv line {line}:" in m]
+        assert "outside" in message and "\n" not in message
+    [twice] = [m for m in messages if "labels.csv line 8:" in m]
+    assert "first on line 2" in twice and "'train' there and 'test' here" in twice
+    assert read_dataset_info(out).extra["image_roots"] == ["../mine"]
+
+
+def test_metadata_names_cannot_leave_the_download(tmp_path, caplog):
+    src = tmp_path / "koniq"
+    _koniq(src, 4)
+    _images(tmp_path, ["outside.jpg"])
+    rows = (src / "koniq10k_scores_and_distributions.csv").read_text().splitlines()
+    rows.append('"../../outside.jpg",0,1,2,3,4,10,3.0,0.5,50')
+    (src / "koniq10k_scores_and_distributions.csv").write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="edge_iqa.data"):
+        records = read_manifest(import_dataset("koniq10k", src, tmp_path / "out"))
+    assert len(records) == 4 and all(src in r.path.parents for r in records)
+    assert any("line 6:" in m and "outside" in m for m in _messages(caplog))
+
+
 def test_generic_csv_without_split_is_seeded(tmp_path):
     src = tmp_path / "mine"
     _images(src, [f"{i}.png" for i in range(10)])

@@ -191,3 +191,94 @@ def test_burst_bad_frames_are_skipped(tmp_path, caplog):
     assert [f.path.name for f in seqs["s1"]] == ["a.png"]
     assert [m for m in (r.getMessage() for r in caplog.records) if "line 3:" in m or "line 4:" in m or "line 5:" in m]
     assert len(caplog.records) == 3
+
+
+# ------------------------------------------------------------------ containment and leakage
+
+
+def _manifest(root: Path, rows: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "manifest.csv").write_text("path,score,split\n" + rows)
+    return root
+
+
+def test_paths_leading_outside_the_dataset_are_never_read(tmp_path, caplog):
+    root = tmp_path / "ds"
+    _image(root / "a.png")
+    secret = _image(tmp_path / "private" / "secret.png")
+    (root / "out").symlink_to(tmp_path / "private")
+    _manifest(root, "a.png,1,train\n"
+                    "../private/secret.png,2,test\n"   # line 3
+                    f"{secret},2,test\n"               # line 4: absolute
+                    "out/secret.png,2,test\n"          # line 5: through a link inside the folder
+                    "../../../../../../etc/passwd,2,test\n")  # line 6
+    with caplog.at_level(logging.WARNING, logger="edge_iqa.data"):
+        records = read_manifest(root, check_files=False)
+    assert [r.path.name for r in records] == ["a.png"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 4
+    for line_no, message in zip((3, 4, 5, 6), messages):
+        assert f"manifest.csv line {line_no}:" in message and "outside the dataset folder" in message
+        assert "image_roots" in message and "\n" not in message
+    with pytest.raises(DatasetError, match="no usable rows in split 'test'"):
+        read_manifest(root, split="test")
+
+
+def test_image_roots_in_dataset_json_allow_a_folder_elsewhere(tmp_path):
+    root = tmp_path / "ds"
+    photo = _image(tmp_path / "photos" / "p.png")
+    _image(tmp_path / "other" / "q.png")
+    _manifest(root, "../photos/p.png,1,train\n../other/q.png,2,train\n")
+    (root / "dataset.json").write_text(json.dumps({"name": "x", "score_range": [0, 10], "image_roots": ["../photos"]}))
+    assert [r.path for r in read_manifest(root)] == [photo]
+    (root / "dataset.json").write_text(json.dumps({"name": "x", "score_range": [0, 10], "image_roots": "../photos"}))
+    with pytest.raises(DatasetError, match="image_roots must be a list"):
+        read_manifest(root)
+
+
+def test_writer_lists_outside_folders_and_refuses_others(tmp_path):
+    image = _image(tmp_path / "photos" / "deep" / "p.jpg")
+    other = _image(tmp_path / "photos" / "q.jpg")
+    write_dataset(tmp_path / "ds", [Record(image, 1.0, "train"), Record(other, 2.0, "test")], _info())
+    assert read_dataset_info(tmp_path / "ds").extra["image_roots"] == ["../photos"]
+    declared = DatasetInfo("toy", (0.0, 10.0), {}, {"image_roots": ["../photos/deep"]})
+    with pytest.raises(DatasetError, match="q.jpg is outside"):
+        write_dataset(tmp_path / "ds2", [Record(image, 1.0, "train"), Record(other, 2.0, "test")], declared)
+
+
+def test_repeated_images_and_split_leakage_are_warned_with_both_lines(tmp_path, caplog):
+    root = tmp_path / "ds"
+    for name in "abc":
+        _image(root / f"{name}.png")
+    _manifest(root, "a.png,1,train\n"
+                    "b.png,2,train\n"
+                    "./a.png,1,test\n"   # line 4: a.png again, in another split
+                    "b.png,2,train\n"    # line 5: b.png again, same split
+                    "c.png,3,val\n")
+    with caplog.at_level(logging.WARNING, logger="edge_iqa.data"):
+        records = read_manifest(root, split="test")
+    assert [r.path.name for r in records] == ["a.png"]  # warned, not dropped
+    leak, repeat = [r.getMessage() for r in caplog.records]
+    assert "line 4:" in leak and "line 2" in leak and "'test' here" in leak and "'train'" in leak and "leaks" in leak
+    assert "line 5:" in repeat and "repeats line 3" in repeat
+
+
+def test_a_file_where_the_dataset_folder_is_expected(tmp_path):
+    photo = _image(tmp_path / "a.png")
+    with pytest.raises(DatasetError, match="a.png is a file, expected a dataset folder"):
+        read_manifest(photo)
+    root = _manifest(tmp_path / "ds", "a.png,1,train\n")
+    _image(root / "a.png")
+    assert len(read_manifest(root / "manifest.csv")) == 1  # naming the manifest itself is fine
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, b"path,score,split\n\0\0\0,1,train\n",
+                                     "path,score,split\nä.png,1,train\n".encode("utf-16")],
+                         ids=["binary", "nul-bytes", "utf-16"])
+def test_binary_manifest_is_one_line(tmp_path, content):
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / "manifest.csv").write_bytes(content)
+    with pytest.raises(DatasetError) as excinfo:
+        read_manifest(root)
+    assert "manifest.csv" in str(excinfo.value) and "\n" not in str(excinfo.value)

@@ -24,6 +24,11 @@ folder. Scores keep each dataset's official scale (recorded as ``score_range``):
 
 Seeded splits are drawn over every image name the metadata lists, before any image is looked
 up, so a partial download keeps each image in the same split as the full one.
+
+Images are looked up inside the download only (SRC, or the folder of a metadata file given as
+SRC): a name such as ``../../etc/passwd`` or an absolute path elsewhere is refused with its line
+number and left out of the new manifest, whose ``dataset.json`` lists the download under
+``image_roots`` so the readers accept exactly those images. A photo listed twice is kept once.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from edge_iqa.data.manifest import (
+    IMAGE_ROOTS,
     DatasetInfo,
+    ImageRoots,
     Record,
     SkippedRows,
     csv_rows,
@@ -46,6 +53,7 @@ from edge_iqa.data.manifest import (
     write_dataset,
 )
 from edge_iqa.errors import DatasetError
+from edge_iqa.io import IMAGE_SUFFIXES
 
 # Split names as the datasets spell them → canonical names.
 SPLIT_ALIASES = {
@@ -53,7 +61,6 @@ SPLIT_ALIASES = {
     "val": "val", "valid": "val", "validation": "val",
     "test": "test", "testing": "test",
 }
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic"}
 
 
 @dataclass
@@ -97,27 +104,35 @@ def _canonical_split(text: str | None) -> str:
 
 
 class _ImageFinder:
-    """Finds an image by the name the metadata gives.
+    """Finds an image by the name the metadata gives, inside the download ``inside`` only.
 
     First the dataset's usual folders (one stat each), then, once, an index of every image
     under ``root`` by file name, for layouts that unpack into an extra folder level.
     """
 
-    def __init__(self, folders: Iterable[Path], root: Path | None) -> None:
+    def __init__(self, folders: Iterable[Path], root: Path | None, inside: Path) -> None:
         self.folders = list(dict.fromkeys(folders))
         self.root = root
+        self.inside = ImageRoots(inside)
         self._index: dict[str, Path] | None = None
 
     def find(self, name: str) -> Path | None:
+        """The image's path, None when it is not there; ValueError when ``name`` leads outside."""
         for folder in self.folders:
-            candidate = folder / name
+            candidate = Path(os.path.normpath(folder.absolute() / name))
+            if self.inside.real_path(candidate) is None:
+                raise ValueError(f"path {name!r} leads outside {self.inside.root}; edge-iqa imports only images "
+                                 "inside the download")
             if candidate.is_file():
-                return Path(os.path.normpath(candidate.absolute()))
+                return candidate
         if self.root is None:
             return None
         index = self._build_index() if self._index is None else self._index
         base = Path(name).name
-        return index.get(base) or index.get(base.lower())
+        found = index.get(base) or index.get(base.lower())
+        if found is not None and self.inside.real_path(found) is None:
+            raise ValueError(f"{found} links outside {self.inside.root}; edge-iqa imports only images inside the download")
+        return found
 
     def _build_index(self) -> dict[str, Path]:
         index: dict[str, Path] = {}
@@ -145,7 +160,7 @@ def _records(
     """Validated records from metadata entries; bad rows and missing images are skipped."""
     skipped = SkippedRows(source, unit=unit)
     records: list[Record] = []
-    seen: set[Path] = set()
+    seen: dict[Path, tuple[int | str, str]] = {}
     for e in entries:
         try:
             if not e.name.strip():
@@ -155,14 +170,22 @@ def _records(
         except ValueError as err:
             skipped.skip(e.line, str(err))
             continue
-        image = finder.find(e.name.strip())
+        try:
+            image = finder.find(e.name.strip())
+        except ValueError as err:
+            skipped.skip(e.line, str(err), "outside the download")
+            continue
         if image is None:
             skipped.skip(e.line, f"image {e.name} not found under {finder.describe()}", "missing image")
             continue
-        if image in seen:
-            skipped.skip(e.line, f"image {e.name} is listed twice", "duplicate")
+        real = Path(os.path.realpath(image))
+        if real in seen:
+            first_line, first_split = seen[real]
+            where = f", in split {first_split!r} there and {split!r} here" if first_split != split else ""
+            skipped.skip(e.line, f"image {e.name} is listed twice (first on {skipped.unit} {first_line}{where})",
+                         "duplicate")
             continue
-        seen.add(image)
+        seen[real] = (e.line, split)
         records.append(Record(image, score, split, e.extra))
     skipped.finish()
     if not records:
@@ -241,7 +264,7 @@ def _uhd_iqa(src: Path, seed: int) -> tuple[list[Record], DatasetInfo]:
             _Entry(line, row["image_name"] or "", row["quality_mos"], row["set"], _keep(row, columns))
             for line, row in csv_rows(csv_path, columns)
         ]
-        records += _records(csv_path, entries, _ImageFinder(folders, _src_dir(src)))
+        records += _records(csv_path, entries, _ImageFinder(folders, _src_dir(src), _src_dir(src)))
     info = DatasetInfo(
         "uhd-iqa",
         (0.0, 1.0),
@@ -265,7 +288,7 @@ def _koniq10k(src: Path, seed: int) -> tuple[list[Record], DatasetInfo]:
     splits = None if official else seeded_split((e.name for e in entries), ratios, seed)
     base, top = csv_path.parent, _src_dir(src)
     folders = [d / sub for d in (base, top) for sub in ("1024x768", "512x384", "images", ".")]
-    records = _records(csv_path, entries, _ImageFinder(folders, top), splits)
+    records = _records(csv_path, entries, _ImageFinder(folders, top, top), splits)
     info = DatasetInfo(
         "koniq10k",
         (1.0, 5.0),
@@ -291,7 +314,7 @@ def _spaq(src: Path, seed: int) -> tuple[list[Record], DatasetInfo]:
     splits = seeded_split((e.name for e in entries), ratios, seed)
     base, top = csv_path.parent, _src_dir(src)
     folders = [d / "TestImage" for d in (base, base.parent, top)] + [base, top]
-    records = _records(csv_path, entries, _ImageFinder(folders, top), splits)
+    records = _records(csv_path, entries, _ImageFinder(folders, top, top), splits)
     info = DatasetInfo(
         "spaq",
         (0.0, 100.0),
@@ -316,7 +339,7 @@ def _live_challenge(src: Path, seed: int) -> tuple[list[Record], DatasetInfo]:
     ratios = (8, 1, 1)
     splits = seeded_split((e.name for e in entries), ratios, seed)
     folders = [top / "Images", top / "Images" / "trainingImages", top]
-    records = _records(names_mat, entries, _ImageFinder(folders, top), splits, unit="entry")
+    records = _records(names_mat, entries, _ImageFinder(folders, top, top), splits, unit="entry")
     info = DatasetInfo(
         "live-challenge",
         (0.0, 100.0),
@@ -342,8 +365,8 @@ def _csv(src: Path, seed: int) -> tuple[list[Record], DatasetInfo]:
     ]
     ratios = (8, 1, 1)
     splits = None if has_split else seeded_split((e.name for e in entries), ratios, seed)
-    # Paths are relative to the CSV (or absolute); no search, the file says where they are.
-    records = _records(src, entries, _ImageFinder([src.parent], None), splits)
+    # Paths are relative to the CSV (or absolute, inside its folder); no search, the file says where they are.
+    records = _records(src, entries, _ImageFinder([src.parent], None, src.parent), splits)
     scores = [r.score for r in records]
     lo, hi = min(scores), max(scores)
     info = DatasetInfo(
@@ -424,6 +447,9 @@ def import_dataset(kind: str, src: Path | str, out: Path | str, seed: int = 0) -
         raise DatasetError(f"{src} does not exist; give the folder (or metadata file) of the {key} download")
     records, info = ADAPTERS[key](src, seed)
     provenance = {"source": str(src.absolute()), "adapter": key, "seed": seed, **info.provenance}
-    info = DatasetInfo(info.name, info.score_range, provenance, info.extra)
-    return write_dataset(Path(out), records, info)
+    out = Path(out)
+    # The images stay in the download: the readers accept paths inside it, and nowhere else.
+    download = os.path.relpath(os.path.realpath(_src_dir(src)), os.path.realpath(out.absolute()))
+    info = DatasetInfo(info.name, info.score_range, provenance, {**info.extra, IMAGE_ROOTS: [Path(download).as_posix()]})
+    return write_dataset(out, records, info)
 

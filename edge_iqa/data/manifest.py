@@ -6,16 +6,25 @@ A dataset is a directory holding two files:
   ``path`` is relative to the directory, a higher ``score`` means a better photo and ``split``
   is one of ``train``, ``val``, ``test``.
 - ``dataset.json`` with ``name``, ``score_range`` ``[low, high]`` (the dataset's official
-  scale), ``provenance`` (where the data came from) and any further keys.
+  scale), ``provenance`` (where the data came from), optionally ``image_roots`` and any further
+  keys.
+
+Image paths stay inside the dataset: after symlinks are resolved, every manifest path must lie
+in the dataset folder or in a folder that ``dataset.json`` lists under ``image_roots``
+(relative to the dataset folder, or absolute). The writers list them when the images live
+elsewhere (``data import`` points at the download, the images are not copied), so a row such as
+``../../etc/passwd``, an absolute path or a link out of the folder is never opened.
 
 Bursts use the same two files with ``manifest.csv`` columns
 ``sequence,frame,path,score,split``: one row per frame, the frames of a sequence ordered by
 ``frame``.
 
 Readers are forgiving about single rows and strict about the file: a row with a missing or
-non-numeric score, an unknown split or a missing image is skipped with one warning line on the
-``edge_iqa.data`` logger (naming ``manifest.csv`` and the line), while a missing file, missing
-columns or a manifest with no usable row raise :class:`edge_iqa.errors.DatasetError`.
+non-numeric score, an unknown split, a path outside the dataset or a missing image is skipped
+with one warning line on the ``edge_iqa.data`` logger (naming ``manifest.csv`` and the line); a
+photo listed twice, or in two splits (train/test leakage), is kept with a warning naming both
+lines. A missing or unreadable file, missing columns or a manifest with no usable row raise
+:class:`edge_iqa.errors.DatasetError`.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ DATASET_JSON = "dataset.json"
 SPLITS = ("train", "val", "test")
 COLUMNS = ("path", "score", "split")
 BURST_COLUMNS = ("sequence", "frame", "path", "score", "split")
+IMAGE_ROOTS = "image_roots"  # the dataset.json key
 
 log = logging.getLogger("edge_iqa.data")
 
@@ -144,16 +154,96 @@ def _resolve(root: Path, text: str | None) -> Path:
     """Absolute path of a manifest entry; normpath (not resolve) keeps symlinked folders."""
     if text is None or not text.strip():
         raise ValueError("path is empty")
+    if "\0" in text:
+        raise ValueError("path holds a NUL byte (a binary file saved as CSV?)")
     return Path(os.path.normpath(root.absolute() / text.strip()))
+
+
+# ---------------------------------------------------------------- containment
+
+
+class ImageRoots:
+    """The folders a dataset's images may lie in: the dataset folder and its ``image_roots``.
+
+    Membership is decided on real paths (symlinks resolved), so neither ``..`` nor an absolute
+    path nor a link inside the folder leads out of it.
+    """
+
+    def __init__(self, root: Path, extra: Iterable[str | Path] = ()) -> None:
+        self.root = Path(root).absolute()
+        self.folders = tuple(dict.fromkeys(Path(os.path.realpath(self.root / f)) for f in (".", *extra)))
+
+    @classmethod
+    def of_dataset(cls, root: Path) -> "ImageRoots":
+        """The roots ``root/dataset.json`` declares (the folder alone when it has none)."""
+        if not (root / DATASET_JSON).is_file():
+            return cls(root)
+        return cls(root, _declared_roots(root / DATASET_JSON, read_dataset_info(root).extra.get(IMAGE_ROOTS)))
+
+    def real_path(self, path: Path) -> Path | None:
+        """``path`` with symlinks resolved when it lies inside a root, else None."""
+        real = Path(os.path.realpath(path))
+        return real if any(real == f or f in real.parents for f in self.folders) else None
+
+    def refusal(self, text: str, path: Path) -> str:
+        real = os.path.realpath(path)
+        where = f" ({real})" if str(real) != text.strip() else ""
+        declared = f" and its {IMAGE_ROOTS}" if len(self.folders) > 1 else ""
+        return (f"path {text.strip()!r}{where} is outside the dataset folder {self.root}{declared}; edge-iqa "
+                f"reads no image from elsewhere (list its folder under {IMAGE_ROOTS!r} in {DATASET_JSON} to allow it)")
+
+
+def _declared_roots(path: Path, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise DatasetError(f"{path}: {IMAGE_ROOTS} must be a list of folder paths, got {value!r}")
+    return list(value)
+
+
+class _RepeatedImages:
+    """Warns, once per repeat, about a photo listed twice: in one split it counts twice; in two
+    splits the test scores a photo the model was trained on (the classic IQA leakage)."""
+
+    def __init__(self, source: Path, limit: int = 20) -> None:
+        self.source = source
+        self.limit = limit
+        self.first: dict[Path, tuple[int, str]] = {}
+        self.repeats = 0
+        self.across_splits = 0
+
+    def see(self, line: int, image: Path, text: str, split: str) -> None:
+        first_line, first_split = self.first.setdefault(image, (line, split))
+        if first_line == line:
+            return
+        self.repeats += 1
+        if first_split != split:
+            self.across_splits += 1
+            problem = (f"image {text.strip()!r} is in split {split!r} here and in {first_split!r} on line "
+                       f"{first_line}: the same photo in two splits leaks training data into the evaluation; "
+                       "keep it in one split")
+        else:
+            problem = f"image {text.strip()!r} repeats line {first_line} (split {split!r}): it counts twice; remove one row"
+        if self.repeats <= self.limit:
+            log.warning("%s line %d: %s", self.source, line, problem)
+
+    def finish(self) -> None:
+        if self.repeats > self.limit:
+            log.warning("%s: %d rows repeat an earlier image in all, %d of them in another split",
+                        self.source, self.repeats, self.across_splits)
 
 
 # ---------------------------------------------------------------- reading
 
 
-def _manifest_path(root: Path | str) -> Path:
+def manifest_path(root: Path | str) -> Path:
+    """``root/manifest.csv``, or DatasetError with one line saying what is wrong with ``root``."""
     root = Path(root)
-    if root.is_file() and root.name == MANIFEST:  # be kind to users who name the file
-        root = root.parent
+    if root.is_file():
+        if root.name != MANIFEST:
+            raise DatasetError(f"{root} is a file, expected a dataset folder (with {MANIFEST} and {DATASET_JSON}); "
+                               "give the folder")
+        root = root.parent  # be kind to users who name the manifest itself
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist; build one with `edge-iqa data synth` or `edge-iqa data import`")
     path = root / MANIFEST
@@ -197,9 +287,11 @@ def read_manifest(root: Path | str, split: str | None = None, check_files: bool 
     missing. Raises DatasetError when the file or a column is missing or no row is usable.
     """
     _check_split_arg(split)
-    path = _manifest_path(root)
+    path = manifest_path(root)
     base = path.parent
+    roots = ImageRoots.of_dataset(base)
     skipped = SkippedRows(path)
+    repeats = _RepeatedImages(path)
     records = []
     for line, row in csv_rows(path, COLUMNS):
         try:
@@ -209,6 +301,11 @@ def read_manifest(root: Path | str, split: str | None = None, check_files: bool 
         except ValueError as err:
             skipped.skip(line, str(err))
             continue
+        real = roots.real_path(image)
+        if real is None:
+            skipped.skip(line, roots.refusal(row["path"], image), "outside the dataset")
+            continue
+        repeats.see(line, real, row["path"], row_split)
         if split is not None and row_split != split:
             continue
         if check_files and not image.is_file():
@@ -216,6 +313,7 @@ def read_manifest(root: Path | str, split: str | None = None, check_files: bool 
             continue
         records.append(Record(image, score, row_split, _extra(row, COLUMNS)))
     skipped.finish()
+    repeats.finish()
     if not records:
         raise DatasetError(_no_rows_message(path, split, skipped))
     return records
@@ -236,8 +334,9 @@ def read_burst_manifest(
     split (a burst split across train and test would leak); a repeated frame index is skipped.
     """
     _check_split_arg(split)
-    path = _manifest_path(root)
+    path = manifest_path(root)
     base = path.parent
+    roots = ImageRoots.of_dataset(base)
     skipped = SkippedRows(path)
     sequences: dict[str, dict[int, BurstFrame]] = {}
     split_of: dict[str, tuple[str, int]] = {}
@@ -246,6 +345,9 @@ def read_burst_manifest(
             frame = _parse_burst_row(base, row)
         except ValueError as err:
             skipped.skip(line, str(err))
+            continue
+        if roots.real_path(frame.path) is None:
+            skipped.skip(line, roots.refusal(row["path"], frame.path), "outside the dataset")
             continue
         first = split_of.setdefault(frame.sequence, (frame.split, line))
         if first[0] != frame.split:
@@ -320,7 +422,7 @@ def _info_from_dict(path: Path, data: dict[str, Any]) -> DatasetInfo:
 
 
 def _default_info(root: Path) -> DatasetInfo:
-    path = _manifest_path(root)
+    path = manifest_path(root)
     scores = []
     # Only the score column matters here; the readers report bad rows when records are read.
     for _, row in csv_rows(path, ("score",)):
@@ -375,8 +477,13 @@ def _write(root: Path, rows: list[dict[str, Any]], columns: tuple[str, ...], inf
     extra_columns = list(dict.fromkeys(k for row in rows for k in row if k not in columns))
     fieldnames = [*columns, *extra_columns]
     base = root.absolute()
+    info = _with_image_roots(info, base, [Path(row["path"]).absolute() for row in rows])
+    roots = ImageRoots(base, info.extra.get(IMAGE_ROOTS, ()))
     for row in rows:
         _check_row(row, root)
+        if roots.real_path(Path(row["path"]).absolute()) is None:
+            raise DatasetError(f"record {row['path']} is outside {root} and the {IMAGE_ROOTS} of its dataset.json; "
+                               f"list its folder in DatasetInfo.extra[{IMAGE_ROOTS!r}]")
         # Posix separators so a dataset written on one OS reads on another.
         row["path"] = Path(os.path.relpath(Path(row["path"]).absolute(), base)).as_posix()
         row["score"] = repr(float(row["score"]))  # repr round-trips the float exactly
@@ -384,6 +491,20 @@ def _write(root: Path, rows: list[dict[str, Any]], columns: tuple[str, ...], inf
     text = json.dumps(info.to_dict(), indent=2, sort_keys=False, default=str) + "\n"
     atomic_write(root / DATASET_JSON, lambda fh: fh.write(text))
     return root
+
+
+def _with_image_roots(info: DatasetInfo, base: Path, images: list[Path]) -> DatasetInfo:
+    """``info`` listing the folders of the images outside ``base`` as ``image_roots`` (relative
+    to ``base``), unless the writer gave them: what is written here, the readers will read."""
+    if IMAGE_ROOTS in info.extra:
+        return info
+    inside = ImageRoots(base)
+    folders = sorted({Path(os.path.realpath(p)).parent for p in images if inside.real_path(p) is None})
+    outermost = [f for f in folders if not any(o in f.parents for o in folders)]
+    if not outermost:
+        return info
+    relative = [Path(os.path.relpath(f, os.path.realpath(base))).as_posix() for f in outermost]
+    return DatasetInfo(info.name, info.score_range, info.provenance, {**info.extra, IMAGE_ROOTS: relative})
 
 
 def _check_row(row: dict[str, Any], root: Path) -> None:
