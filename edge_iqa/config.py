@@ -8,22 +8,29 @@ fields and nothing else (no pickled objects, no code).
 Views follow the AIM 2024 UHD-IQA challenge entries (Moskalenko et al., "AIM 2024 Challenge on
 UHD Blind Photo Quality Assessment", ECCVW 2024): a global resize branch, a native-pixel
 center-crop branch and a fragments branch (Wu et al., "FAST-VQA", ECCV 2022).
+
+A burst model (``ModelConfig.burst``, a :class:`BurstConfig`) scores every frame of a burst
+against its reference frame for named downstream tasks (Liang et al., "Burst Image Quality
+Assessment", 2025). Version history: 1 = photo models only; 2 adds ``burst`` (version-1 dicts
+load unchanged, as photo models).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge_iqa.errors import EdgeIQAError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 VIEW_KINDS = ("resize", "center_crop", "fragments", "full")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UHD_SOURCE = (2160, 3840)  # (height, width) of a 4K UHD-1 photo
+_TASK_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,45 @@ class ViewConfig:
 
 
 @dataclass(frozen=True)
+class BurstConfig:
+    """What makes a model a burst model (``edge_iqa.burst_model.BurstIQAModel``).
+
+    tasks: the downstream tasks it scores frames for, one head each, chosen by name at scoring
+    time (their targets are the manifest columns ``score_<task>``). frames: the burst length T
+    the profiler and the budget gate count (a model takes any T at run time). relation_dim:
+    width of each scale's frame and prompt embedding. attention_hidden: hidden width of the
+    prompt encoder E that gives the multi-scale attention weights.
+    """
+
+    tasks: tuple[str, ...] = ("denoise", "sr2")
+    frames: int = 8
+    relation_dim: int = 64
+    attention_hidden: int = 64
+
+    def __post_init__(self) -> None:
+        tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(str(t) for t in self.tasks)
+        object.__setattr__(self, "tasks", tasks)
+        if not tasks or len(set(tasks)) != len(tasks) or not all(_TASK_NAME.fullmatch(t) for t in tasks):
+            raise EdgeIQAError(f"burst tasks must be distinct names of letters, digits and '_', got {list(tasks)}")
+        if self.frames < 2:
+            raise EdgeIQAError(f"a burst has a reference and at least one more frame: frames >= 2, got {self.frames}")
+        if self.relation_dim < 1 or self.attention_hidden < 1:
+            raise EdgeIQAError(f"burst relation_dim and attention_hidden must be >= 1, got "
+                               f"{self.relation_dim} and {self.attention_hidden}")
+
+    def task_index(self, task: str) -> int:
+        """Position of ``task`` among ``tasks`` (the row of ``forward_all_tasks``)."""
+        if task not in self.tasks:
+            raise EdgeIQAError(f"unknown burst task {task!r}; this model scores {', '.join(self.tasks)}")
+        return self.tasks.index(task)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BurstConfig":
+        reject_unknown_fields(cls, data, "burst config")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model: backbone, feature levels, head, views, I/O.
 
@@ -120,10 +166,13 @@ class ModelConfig:
     description: str = ""
     version: int = CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    burst: BurstConfig | None = None
 
     def __post_init__(self) -> None:
         views = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**v) for v in self.views)
         object.__setattr__(self, "views", views)
+        if isinstance(self.burst, dict):
+            object.__setattr__(self, "burst", BurstConfig.from_dict(self.burst))
         for name in ("feature_levels", "mean", "std", "score_range", "source_size"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not views:
@@ -152,6 +201,8 @@ class ModelConfig:
         reject_unknown_fields(cls, data, "model config")
         data = dict(data)
         data["views"] = tuple(ViewConfig(**v) for v in data.get("views", ()))
+        if data.get("burst") is not None:
+            data["burst"] = BurstConfig.from_dict(data["burst"])
         return cls(**data)
 
     @classmethod

@@ -49,22 +49,34 @@ class QualityHead(nn.Module):
         return self.fc2(self.drop(self.act(self.fc1(features)))).squeeze(-1)
 
 
-class IQAModel(nn.Module):
+class BackboneBranches(nn.Module):
+    """What every edge-iqa model shares: one timm backbone per view (``branches``), the input
+    normalisation inside the model, and the score range. :class:`IQAModel` and the burst model
+    (``edge_iqa.burst_model``) add their heads on top."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.branches = nn.ModuleList(create_backbone(config) for _ in config.views)
-        channels = sum(sum(branch.feature_info.channels()) for branch in self.branches)
-        self.head = QualityHead(channels, config.head_hidden, config.head_dropout)
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         low, high = config.score_range
         self.register_buffer("score_low", torch.tensor(float(low)), persistent=False)
         self.register_buffer("score_span", torch.tensor(float(high - low)), persistent=False)
 
+    def level_channels(self) -> list[int]:
+        """Channels of every feature level of every branch, in ``feature_maps`` order."""
+        return [c for branch in self.branches for c in branch.feature_info.channels()]
+
     def feature_maps(self, *views: torch.Tensor) -> list[list[torch.Tensor]]:
         """Multi-scale feature maps of every branch: ``[branch][level]`` tensors (B, C, H, W)."""
         return [branch((view - self.mean) / self.std) for branch, view in zip(self.branches, views)]
+
+
+class IQAModel(BackboneBranches):
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.head = QualityHead(sum(self.level_channels()), config.head_hidden, config.head_dropout)
 
     def head_features(self, *views: torch.Tensor) -> torch.Tensor:
         """The (B, D) vector the head regresses: pooled features of every level and branch."""
@@ -80,8 +92,14 @@ class IQAModel(nn.Module):
 
 
 def build_model(config: ModelConfig, weights: str | Path | None = None) -> IQAModel:
-    """A model for ``config``; ``weights`` is an optional local timm checkpoint for every branch."""
-    model = IQAModel(config)
+    """A model for ``config`` (a burst model when ``config.burst`` is set); ``weights`` is an
+    optional local timm checkpoint for every branch."""
+    if config.burst is not None:
+        from edge_iqa.burst_model import BurstIQAModel
+
+        model = BurstIQAModel(config)
+    else:
+        model = IQAModel(config)
     if weights is not None:
         load_backbone_weights(model, weights)
     return model
@@ -107,7 +125,11 @@ def load_backbone_weights(model: IQAModel, weights: str | Path) -> None:
         branch.load_state_dict(matched, strict=False)
 
 
-def example_inputs(config: ModelConfig, source: tuple[int, int] | None = None, batch: int = 1) -> tuple[torch.Tensor, ...]:
-    """Random inputs of the exact shapes the views give for a (height, width) source."""
+def example_inputs(config: ModelConfig, source: tuple[int, int] | None = None, batch: int = 1,
+                   frames: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the exact shapes the views give for a (height, width) source:
+    (batch, 3, H, W) per view, or (batch, T, 3, H, W) for a burst model (T = ``frames``,
+    default ``config.burst.frames``)."""
     source = source or config.source_size
-    return tuple(torch.rand(batch, 3, *view.output_size(source)) for view in config.views)
+    lead = (batch,) if config.burst is None else (batch, frames or config.burst.frames)
+    return tuple(torch.rand(*lead, 3, *view.output_size(source)) for view in config.views)

@@ -12,20 +12,36 @@
   student looks at native-pixel fragments; views are fixed-size so photos of different sizes
   batch together.
 
+- ``burst-student``: the burst model (``edge_iqa.burst_model``) on MobileNetV3-Large with the
+  ghostnetv2-uhd views, 1280×720 resize + 15×15 fragments of 32 px, for the denoising and ×2
+  super-resolution tasks; an 8-frame 4K burst costs 39.2 GMAC (4.90 a frame), within 50.
+- ``burst-teacher``: the same on ResNet-50 with wider relation layers, about 753 GMAC per
+  8-frame burst (teachers are exempt).
+- ``demo-burst-student`` / ``demo-burst-teacher``: burst models for the embedded burst data
+  (frames of about 96×128 px): MobileNetV3-Small and ResNet-18 on a 128×96 resize + 4×4
+  fragments of 16 px.
+
 Any timm backbone can be named directly (``timm:NAME`` or a bare timm model name): it gets
-the default student views.
+the default student views. Names are checked without importing timm (which imports torch, 10 s
+and more on a loaded machine), so a mistyped name is refused at once.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.util
+import re
+from pathlib import Path
 
-from edge_iqa.config import ModelConfig, ViewConfig
+from edge_iqa.config import BurstConfig, ModelConfig, ViewConfig
 from edge_iqa.errors import EdgeIQAError
 
 PRESETS: dict[str, ModelConfig] = {}
 DEFAULT_VIEWS = (ViewConfig("resize", size=(720, 1280)),)
 DEMO_SOURCE = (384, 512)
+DEMO_BURST_SOURCE = (96, 128)  # (height, width) of an embedded burst frame
+BURST_TASKS = ("denoise", "sr2")
 
 
 def register_preset(config: ModelConfig) -> ModelConfig:
@@ -39,10 +55,27 @@ def list_presets() -> list[str]:
     return sorted(PRESETS)
 
 
-def _timm_names() -> list[str]:
-    import timm
+_REGISTERED = re.compile(r"^@register_model\s*\ndef\s+(\w+)\s*\(", re.MULTILINE)
 
-    return timm.list_models()
+
+@functools.lru_cache(maxsize=1)
+def timm_model_names() -> tuple[str, ...]:
+    """The names ``timm.list_models()`` gives, read from timm's model sources without importing it.
+
+    Every timm model is a function under ``@register_model`` in ``timm/models/*.py``; a test
+    checks this list against ``timm.list_models()``. Where the sources cannot be read (a zipped
+    install), timm is imported after all.
+    """
+    spec = importlib.util.find_spec("timm")
+    folder = Path(spec.origin).parent / "models" if spec and spec.origin else None
+    names: set[str] = set()
+    for source in sorted(folder.glob("*.py")) if folder and folder.is_dir() else ():
+        names.update(_REGISTERED.findall(source.read_text(encoding="utf-8")))
+    if not names:
+        import timm
+
+        names = set(timm.list_models())
+    return tuple(sorted(names))
 
 
 def get_preset(name: str) -> ModelConfig:
@@ -50,7 +83,7 @@ def get_preset(name: str) -> ModelConfig:
     if name in PRESETS:
         return PRESETS[name]
     backbone = name.removeprefix("timm:")
-    timm_names = _timm_names()
+    timm_names = timm_model_names()
     if backbone in timm_names:
         return ModelConfig(name=f"timm:{backbone}", backbone=backbone, views=DEFAULT_VIEWS,
                            description=f"timm {backbone} on the default student views")
@@ -112,4 +145,38 @@ register_preset(ModelConfig(
     source_size=DEMO_SOURCE,
     role="teacher",
     description="teacher for the embedded synthetic data: ResNet-18 on the whole photo + fragments",
+))
+register_preset(ModelConfig(
+    name="burst-student",
+    backbone="mobilenetv3_large_100",
+    views=(ViewConfig("resize", size=(720, 1280)), ViewConfig("fragments", grid=15, patch=32)),
+    burst=BurstConfig(tasks=BURST_TASKS, frames=8),
+    description="burst student: MobileNetV3-Large per frame (1280x720 resize + fragments), scored against frame 0",
+))
+register_preset(ModelConfig(
+    name="burst-teacher",
+    backbone="resnet50",
+    views=(ViewConfig("resize", size=(720, 1280)), ViewConfig("fragments", grid=15, patch=32)),
+    head_hidden=256,
+    role="teacher",
+    burst=BurstConfig(tasks=BURST_TASKS, frames=8, relation_dim=128, attention_hidden=128),
+    description="burst teacher: ResNet-50 per frame (1280x720 resize + fragments); over budget",
+))
+register_preset(ModelConfig(
+    name="demo-burst-student",
+    backbone="mobilenetv3_small_100",
+    views=(ViewConfig("resize", size=(96, 128)), ViewConfig("fragments", grid=4, patch=16)),
+    source_size=DEMO_BURST_SOURCE,
+    burst=BurstConfig(tasks=BURST_TASKS, frames=8, relation_dim=32, attention_hidden=32),
+    description="small burst student for the embedded burst data (frames of about 128x96 px)",
+))
+register_preset(ModelConfig(
+    name="demo-burst-teacher",
+    backbone="resnet18",
+    views=(ViewConfig("resize", size=(96, 128)), ViewConfig("fragments", grid=4, patch=16)),
+    head_hidden=256,
+    source_size=DEMO_BURST_SOURCE,
+    role="teacher",
+    burst=BurstConfig(tasks=BURST_TASKS, frames=8),
+    description="burst teacher for the embedded burst data: ResNet-18 per frame",
 ))

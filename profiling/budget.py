@@ -39,6 +39,7 @@ class BudgetVerdict:
     budget_macs: int
     costliest_view: str | None
     costliest_view_macs: int | None
+    frames: int | None = None  # a burst model's frames per burst; None: one photo
 
     @property
     def within(self) -> bool:
@@ -51,7 +52,9 @@ class BudgetVerdict:
 
     def line(self) -> str:
         """The verdict in one line, for the user."""
-        head = (f"{self.model} is {self.macs / GIGA:.2f} GMAC at {format_size(self.source)}")
+        head = f"{self.model} is {self.macs / GIGA:.2f} GMAC at {format_size(self.source)}"
+        if self.frames is not None:
+            head += f" per burst of {self.frames} frames"
         budget = f"{self.budget_macs / GIGA:g} GMAC budget"
         if self.within:
             return f"{head}, within the {budget} ({-self.over_by / GIGA:.2f} GMAC to spare)"
@@ -68,12 +71,14 @@ def check_budget(report: ProfileReport, budget_gmac: float = DEFAULT_BUDGET_GMAC
     return BudgetVerdict(
         model=report.model, source=report.source, macs=report.macs, budget_macs=round(budget_gmac * GIGA),
         costliest_view=costliest[0] if costliest else None, costliest_view_macs=costliest[1] if costliest else None,
+        frames=report.frames,
     )
 
 
 def ensure_within_budget(config: ModelConfig, allow_over_budget: bool = False,
                          budget_gmac: float = DEFAULT_BUDGET_GMAC) -> BudgetVerdict | None:
-    """The training gate: refuse a student over budget at its declared source resolution.
+    """The training gate: refuse a student over budget at its declared source resolution
+    (a burst student: for a burst of its config's T frames).
 
     Teachers are exempt (returns None without profiling). A student over budget raises
     :class:`EdgeIQAError` unless ``allow_over_budget``, in which case it warns and goes on.

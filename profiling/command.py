@@ -2,7 +2,8 @@
 
 MODEL is a preset name, ``timm:NAME`` (the plain timm classifier on one input of the source
 size, to check against papers), a bare timm name (a student on the default views), an
-edge-iqa checkpoint, or an ``.onnx`` file (counted from the graph). Over budget → exit
+edge-iqa checkpoint, or an ``.onnx`` file (counted from the graph). A burst model is counted
+per burst of ``--frames`` T frames (default: its config's T). Over budget → exit
 status 1 with a one-line verdict on stderr. Tables go to stderr; ``--json`` prints one JSON
 object on stdout; ``--fit`` prints the fitted config as JSON on stdout.
 """
@@ -40,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="source photo size, width x height (default: the model's declared source: "
                              "3840x2160 for UHD presets and timm:NAME, the graph's input size for .onnx)")
     parser.add_argument("--budget", type=float, default=50.0, metavar="GMAC", help="MAC budget in GMAC (default 50)")
+    parser.add_argument("--frames", type=int, default=None, metavar="T",
+                        help="burst models: count a whole burst of T frames, the reference once "
+                             "(default: the model's own T)")
     parser.add_argument("--depth", type=int, default=1, metavar="N",
                         help="per-module breakdown down to N levels (default 1: branches and head; 0: none)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -55,11 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.all:
-        if args.model or args.fit:
-            raise EdgeIQAError("--all profiles every preset; give it no MODEL and no --fit")
+        if args.model or args.fit or args.frames is not None:
+            raise EdgeIQAError("--all profiles every preset (bursts at their own T); give it no MODEL, --fit or --frames")
         return _run_all(args)
     if not args.model:
         raise EdgeIQAError("give a MODEL (preset, timm:NAME, checkpoint or .onnx file), or --all")
+    if args.frames is not None and (args.model.endswith(".onnx") or args.model.startswith("timm:")):
+        raise EdgeIQAError("--frames counts a burst model's config; give a burst preset or checkpoint")
     if args.fit:
         return _run_fit(args)
     return _run_one(args)
@@ -78,7 +84,8 @@ def _config_of(model: str):
     return get_preset(model)
 
 
-def _profile(model: str, source: tuple[int, int] | None, onnx_check: bool, fvcore: bool):
+def _profile(model: str, source: tuple[int, int] | None, onnx_check: bool, fvcore: bool,
+             frames: int | None = None):
     from profiling.report import profile_config, profile_timm_classifier
 
     if model.endswith(".onnx"):
@@ -90,14 +97,15 @@ def _profile(model: str, source: tuple[int, int] | None, onnx_check: bool, fvcor
         build = _timm_builder(model.removeprefix("timm:"))
     else:
         config = _config_of(model)
-        report = profile_config(config, source, fvcore=fvcore)
+        report = profile_config(config, source, fvcore=fvcore, frames=frames)
         build = _config_builder(config)
     if onnx_check:
         import torch
 
         from profiling.onnx_macs import count_export_macs
 
-        inputs = tuple(torch.rand(1, 3, *size) for size in report.view_sizes.values())
+        lead = (1,) if report.frames is None else (1, report.frames)
+        inputs = tuple(torch.rand(*lead, 3, *size) for size in report.view_sizes.values())
         report = dataclasses.replace(report, onnx_macs=count_export_macs(build(), inputs))
     return report
 
@@ -143,7 +151,8 @@ def _profile_onnx_file(path: Path, source: tuple[int, int] | None):
 def _run_one(args: argparse.Namespace) -> int:
     from profiling.budget import check_budget
 
-    report = _profile(args.model, args.source, args.onnx_check, fvcore=not args.no_fvcore)
+    report = _profile(args.model, args.source, args.onnx_check, fvcore=not args.no_fvcore,
+                      frames=args.frames)
     verdict = check_budget(report, args.budget)
     onnx_diff = _onnx_difference(report)
     if args.json:
@@ -194,7 +203,8 @@ def _print_report(report, verdict, depth: int, onnx_diff: float | None) -> None:
     from profiling.report import format_macs, format_size
 
     role = f" ({report.role})" if report.role else ""
-    out = [f"{report.model}{role}, source {format_size(report.source)}, counted from {report.counted_from}"]
+    burst = f", a burst of {report.frames} frames" if report.frames else ""
+    out = [f"{report.model}{role}, source {format_size(report.source)}{burst}, counted from {report.counted_from}"]
     if report.per_view:
         rows = [[view, format_size(report.view_sizes[view]), format_macs(macs), _share(macs, report.macs)]
                 for view, macs in report.per_view.items()]
@@ -240,17 +250,18 @@ def _run_all(args: argparse.Namespace) -> int:
         report = profile_config(config, args.source, fvcore=False, details=False)
         verdict = check_budget(report, args.budget)
         views = " + ".join(view.spec() for view in config.views)
-        rows.append([name, config.role, views, format_size(report.source), f"{report.macs / 1e9:.2f}",
+        per = f"burst of {report.frames}" if report.frames else "photo"
+        rows.append([name, config.role, views, format_size(report.source), per, f"{report.macs / 1e9:.2f}",
                      f"{report.params / 1e6:.2f}", "yes" if verdict.within else "no"])
         records.append({"model": name, "role": config.role, "views": [v.spec() for v in config.views],
-                        "source": format_size(report.source), "macs": report.macs, "params": report.params,
-                        "per_view": report.per_view, "within_budget": verdict.within})
+                        "source": format_size(report.source), "frames": report.frames, "macs": report.macs,
+                        "params": report.params, "per_view": report.per_view, "within_budget": verdict.within})
         if not verdict.within and config.role == "student":
             over.append(verdict.line())
     if args.json:
         print(json.dumps({"budget": round(args.budget * 1e9), "budget_gmac": args.budget, "presets": records}))
     else:
-        header = ["preset", "role", "views (HxW)", "source (WxH)", "GMAC", "params (M)",
+        header = ["preset", "role", "views (HxW)", "source (WxH)", "counted per", "GMAC", "params (M)",
                   f"within {args.budget:g} GMAC"]
         print(_table(rows, header), file=sys.stderr)
     for line in over:

@@ -9,6 +9,10 @@ fvcore's second opinion needs real tensors and runs on the CPU.
 
 Per view = MACs of that view's backbone branch; ``head_macs`` = everything outside the
 branches (the quality head); the two add up to ``macs``.
+
+A burst model (``config.burst``) is counted per burst: each view's input is (1, T, 3, H, W)
+for T frames (default ``config.burst.frames``), so a branch counts all T frames, and the
+reference frame, whose features the model computes once, is counted once.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class ProfileReport:
     fvcore_default_macs: int | None = None
     onnx_macs: int | None = None
     counted_from: str = "pytorch"
+    frames: int | None = None  # frames per burst counted (burst models); None: one photo
 
     def costliest_view(self) -> tuple[str, int] | None:
         if not self.per_view:
@@ -115,10 +120,13 @@ def check_views_fit_source(config: ModelConfig, source: tuple[int, int]) -> None
 
 def _measure(model_name: str, role: str | None, source: tuple[int, int], view_sizes: dict[str, tuple[int, int]],
              build: Callable[[], nn.Module], branch_of_view: dict[str, str | None], fvcore: bool,
-             details: bool) -> ProfileReport:
-    """Count ``build()`` on meta tensors of ``view_sizes``; fvcore on real ones if asked."""
+             details: bool, frames: int | None = None) -> ProfileReport:
+    """Count ``build()`` on meta tensors of ``view_sizes`` (a burst of ``frames`` per view when
+    given); fvcore on real ones if asked."""
+    lead = (1,) if frames is None else (1, frames)
+
     def inputs() -> tuple[torch.Tensor, ...]:
-        return tuple(torch.rand(1, 3, *size) for size in view_sizes.values())
+        return tuple(torch.rand(*lead, 3, *size) for size in view_sizes.values())
 
     with torch.device("meta"):
         model, meta_inputs = build().eval(), inputs()
@@ -128,7 +136,7 @@ def _measure(model_name: str, role: str | None, source: tuple[int, int], view_si
     report = ProfileReport(
         model=model_name, role=role, source=source, view_sizes=view_sizes, macs=macs.total, per_view=per_view,
         head_macs=macs.total - sum(per_view.values()), per_module=macs.per_module,
-        params=sum(p.numel() for p in model.parameters()),
+        params=sum(p.numel() for p in model.parameters()), frames=frames,
     )
     if details:
         other = count_other_ops(model, meta_inputs)
@@ -141,21 +149,35 @@ def _measure(model_name: str, role: str | None, source: tuple[int, int], view_si
 
 
 def profile_config(config: ModelConfig, source: tuple[int, int] | None = None, *, fvcore: bool = True,
-                   details: bool = True) -> ProfileReport:
+                   details: bool = True, frames: int | None = None) -> ProfileReport:
     """Profile the model of ``config`` on its views of a (height, width) source (default: its declared one).
 
     ``fvcore``: add fvcore's count (a real forward on the CPU). ``details``: add the non-MAC
     op counts and the peak activation memory (two more passes on the meta device).
+    ``frames``: the burst length T a burst model is counted for (default ``config.burst.frames``).
     """
     from edge_iqa.model import build_model
 
+    frames = burst_frames(config, frames)
     source = tuple(source or config.source_size)
     check_views_fit_source(config, source)
     names = view_names(config)
     view_sizes = {name: tuple(view.output_size(source)) for name, view in zip(names, config.views)}
     branches = {name: f"branches.{i}" for i, name in enumerate(names)}
     return _measure(config.name, config.role, source, view_sizes, lambda: build_model(config), branches, fvcore,
-                    details)
+                    details, frames)
+
+
+def burst_frames(config: ModelConfig, frames: int | None) -> int | None:
+    """The burst length to count: ``frames``, else the burst config's T; None for a photo model."""
+    if config.burst is None:
+        if frames is not None:
+            raise EdgeIQAError(f"--frames counts a burst, but {config.name} is a photo model; drop --frames")
+        return None
+    frames = config.burst.frames if frames is None else int(frames)
+    if frames < 2:
+        raise EdgeIQAError(f"--frames must be at least 2 (the reference and one more frame), got {frames}")
+    return frames
 
 
 def profile_timm_classifier(name: str, source: tuple[int, int], *, fvcore: bool = True,

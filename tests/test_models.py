@@ -8,7 +8,7 @@ import torch
 from edge_iqa.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from edge_iqa.config import ModelConfig, ViewConfig
 from edge_iqa.errors import EdgeIQAError
-from edge_iqa.model import build_model
+from edge_iqa.model import build_model, example_inputs
 from edge_iqa.presets import PRESETS, get_preset
 
 # Reference channels of timm features_only (shared/REFERENCE.md, "Small facts").
@@ -42,10 +42,10 @@ def test_student_backbones_give_five_levels(backbone):
 def test_every_preset_builds_and_scores(name):
     config = tiny(PRESETS[name])
     model = build_model(config).eval()
-    inputs = tuple(torch.rand(2, 3, *v.output_size(config.source_size)) for v in config.views)
+    inputs = example_inputs(config, batch=2)  # burst presets: (2, T, 3, H, W) per view
     with torch.no_grad():
         scores = model(*inputs)
-    assert scores.shape == (2,)
+    assert scores.shape == ((2,) if config.burst is None else (2, config.burst.frames))
     assert torch.isfinite(scores).all()
     assert len(model.branches) == len(config.views)
 
