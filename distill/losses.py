@@ -20,6 +20,13 @@ paper's heterogeneous relational loss (Liang et al., "Burst Image Quality Assess
 Eq. 4–8): similarity map F_ref ⊙ F_i and difference map F_ref − F_i of teacher and student,
 the teacher's maps projected into the student's space, softmax-normalised, compared by
 element-wise binary KL (:func:`hetero_relational_kd`, reusable with burst reference frames).
+
+Burst terms (the same paper): ``burst_rank``, its ranking loss within each burst (Eq. 13–14),
+and ``burst_relational``, its relational distillation with each burst's own reference frame
+(Eq. 4–8). For a burst model, ``LossInputs.bursts`` flattens the (B, tasks, T) scores to the
+frames that count — the reference frame (frame 0) and padding are left out of every loss —
+and records which burst and task each score belongs to (``sequence``); feature tensors of
+burst models are per frame, (B, T, ...), with ``frame_mask`` saying which frames count.
 """
 
 from __future__ import annotations
@@ -62,6 +69,26 @@ class LossInputs:
     teacher_pred: torch.Tensor | None = None  # (B,) teacher scores, normalised units
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    sequence: torch.Tensor | None = None  # (B,) like pred, bursts: the burst and task each score belongs to
+    frame_mask: torch.Tensor | None = None  # (bursts, T) bursts: frames that count (not reference, not padding)
+
+    @classmethod
+    def bursts(cls, pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> "LossInputs":
+        """Inputs for bursts: ``pred`` and ``target`` (bursts, tasks, T), ``frame_mask`` (bursts, T).
+
+        Scores are kept for the frames of ``frame_mask`` only, in (burst, task, frame) order
+        (:func:`burst_frames`); ``sequence`` numbers each (burst, task) so that ranking terms
+        compare frames of one burst for one task only.
+        """
+        bursts, tasks = pred.shape[:2]
+        sequence = torch.arange(bursts * tasks, device=pred.device).view(bursts, tasks, 1).expand_as(pred)
+        return cls(pred=burst_frames(pred, frame_mask), target=burst_frames(target, frame_mask),
+                   sequence=burst_frames(sequence, frame_mask), frame_mask=frame_mask)
+
+
+def burst_frames(values: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """(bursts, tasks, T) per-frame values → the 1-D values of the frames ``frame_mask`` keeps."""
+    return values[frame_mask[:, None, :].expand_as(values)]
 
 
 def _pairwise_sign(values: torch.Tensor) -> torch.Tensor:
@@ -133,6 +160,55 @@ class RankLoss(nn.Module):
 class FidelityLoss(nn.Module):
     def forward(self, x: LossInputs) -> torch.Tensor:
         return fidelity(x.pred, x.target)
+
+
+BURST_TIE = 0.02  # score units: 0.1 dB under the burst datasets' label rule s = clip((Δ + 1 dB) / 5 dB, 0, 1)
+
+
+def score_groups(target: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Group number of each value, numbered upwards: sorted ascending, a group starts at its
+    first value and takes every later value within ``threshold`` of that first value (the tie
+    rule of ``edge_iqa.metrics.relaxed_srcc``, the burst metrics' R_threshold)."""
+    values = target.detach().tolist()
+    groups = [0] * len(values)
+    group, first = -1, None
+    for i in sorted(range(len(values)), key=values.__getitem__):
+        if first is None or values[i] - first > threshold * (1.0 + 1e-9):
+            group, first = group + 1, values[i]
+        groups[i] = group
+    return torch.tensor(groups, device=target.device)
+
+
+@register_loss("burst_rank")
+class BurstRankLoss(nn.Module):
+    """The burst paper's ranking loss (Liang et al. 2025, Eq. 13–14), within one burst only.
+
+    The frames of each burst (for each task) are grouped by target score, frames closer than
+    ``threshold`` counting as ties (:func:`score_groups`; default :data:`BURST_TIE` = 0.02 in
+    score units, 0.1 dB of downstream PSNR under the label rule s = clip((Δ + 1 dB) / 5 dB,
+    0, 1), the paper's "redundant frame" level). For every pair i, j of different groups
+    with S_i > S_j the loss is ReLU((S_i − S_j) − (Ŝ_i − Ŝ_j)): the predicted gap must be at
+    least the true one. The mean over all such pairs of the batch; reference frames never
+    take part (``LossInputs.bursts`` leaves them out).
+    """
+
+    def __init__(self, threshold: float = BURST_TIE):
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: LossInputs) -> torch.Tensor:
+        if x.sequence is None:
+            raise EdgeIQAError("loss 'burst_rank' ranks frames within a burst; train a burst model on a burst dataset")
+        hinges = []
+        for burst in torch.unique(x.sequence):
+            members = x.sequence == burst
+            pred, target = x.pred[members], x.target[members]
+            groups = score_groups(target, self.threshold)
+            apart = groups[:, None] > groups[None, :]  # i in a higher group than j: S_i > S_j
+            gap = (target[:, None] - target[None, :]) - (pred[:, None] - pred[None, :])
+            hinges.append(torch.relu(gap)[apart])
+        hinges = torch.cat(hinges) if hinges else x.pred.new_zeros(0)
+        return hinges.mean() if hinges.numel() else x.pred.sum() * 0.0
 
 
 # ---------------------------------------------------------------- score distillation
@@ -255,12 +331,19 @@ class FeatureLoss(nn.Module):
         self.student_shape = tuple(student_shape)
         self.teacher_shape = tuple(teacher_shape)
 
+    per_burst = False  # True: compares frames with their burst's reference, takes (B, T, ...) features
+
     def pair(self, x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pair's (student, teacher) features; of a burst model's, the frames that count
+        (frame-major rows), unless the loss works ``per_burst``."""
         try:
-            return x.student_features[self.key], x.teacher_features[self.key]
+            student, teacher = x.student_features[self.key], x.teacher_features[self.key]
         except KeyError:
             raise EdgeIQAError(f"loss {self.registry_name!r} needs the feature pair {self.key!r}; "
                                "train with `edge-iqa distill` and a teacher checkpoint") from None
+        if x.frame_mask is not None and not self.per_burst:
+            return student[x.frame_mask], teacher[x.frame_mask]
+        return student, teacher
 
     def forward(self, x: LossInputs) -> torch.Tensor:
         return self.compare(*self.pair(x))
@@ -317,6 +400,32 @@ class HeteroRelationalLoss(FeatureLoss):
     def compare(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return hetero_relational_kd(student.roll(1, 0), student, teacher.roll(1, 0), teacher, self.project,
                                     self.temperature)
+
+
+@register_loss("burst_relational")
+class BurstRelationalLoss(FeatureLoss):
+    """:func:`hetero_relational_kd` with each burst's own reference frame (Eq. 4–8): for every
+    frame that counts, the similarity map F_ref ⊙ F_i and difference map F_ref − F_i of the
+    student and of the teacher (teacher projected into the student's channels by a learned
+    1×1 conv / Linear), softmax-normalised, compared by element-wise binary KL; the mean over
+    frames. Features are (B, T, ...) with the reference at frame 0."""
+
+    per_burst = True
+
+    def __init__(self, key: str, student_shape: tuple[int, ...], teacher_shape: tuple[int, ...],
+                 temperature: float = 1.0):
+        super().__init__(key, student_shape, teacher_shape)
+        self.project = projection(self.teacher_shape[0], self.student_shape[0], len(self.teacher_shape) == 3)
+        self.temperature = temperature
+
+    def forward(self, x: LossInputs) -> torch.Tensor:
+        if x.frame_mask is None:
+            raise EdgeIQAError("loss 'burst_relational' relates frames to their burst's reference; "
+                               "distill a burst model on a burst dataset")
+        student, teacher = self.pair(x)
+        burst, frame = x.frame_mask.nonzero(as_tuple=True)
+        return hetero_relational_kd(student[burst, 0], student[burst, frame], teacher[burst, 0],
+                                    teacher[burst, frame], self.project, self.temperature)
 
 
 # ---------------------------------------------------------------- the weighted sum

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from edge_iqa.config import ModelConfig
 from edge_iqa.data.loader import ViewDataset, collate_views, load_views
 from edge_iqa.errors import EdgeIQAError, ImageError
-from edge_iqa.io import load_image, to_rgb_image
+from edge_iqa.io import MAX_PIXELS, load_image, to_rgb_image
 from edge_iqa.views import apply_views, draft_size
 
 BatchFn = Callable[[Sequence[np.ndarray]], np.ndarray]
@@ -45,9 +45,10 @@ def torch_batch_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -
 
 
 def iter_view_batches(paths: Sequence[str | Path], config: ModelConfig, batch_size: int = 8,
-                      num_workers: int = 0) -> Iterator[tuple[list[np.ndarray], list[int], list[int]]]:
+                      num_workers: int = 0, max_pixels: int | None = MAX_PIXELS,
+                      ) -> Iterator[tuple[list[np.ndarray], list[int], list[int]]]:
     """Yield (view arrays, indices decoded, indices that failed) batch by batch, in order."""
-    dataset = ViewDataset(paths, config.views)
+    dataset = ViewDataset(paths, config.views, max_pixels=max_pixels)
     full_view = any(v.kind == "full" for v in config.views)
     loader = DataLoader(dataset, batch_size=1 if full_view else batch_size, num_workers=num_workers,
                         collate_fn=_collate_with_indices)
@@ -72,11 +73,13 @@ class Scorer:
         self.config = config
         self.batch_fn = batch_fn
         self.source = source
+        self.max_pixels = MAX_PIXELS  # load_image's decompression-bomb limit for files (None: none)
 
     def views_of(self, image) -> list[np.ndarray]:
         """The model inputs for one path, PIL image or array (batch dimension added)."""
         if isinstance(image, (str, Path)):
-            image = load_image(image, draft_to=lambda size: draft_size(self.config.views, size))
+            image = load_image(image, draft_to=lambda size: draft_size(self.config.views, size),
+                               max_pixels=self.max_pixels)
         else:
             image = to_rgb_image(image)
         return [a[None] for a in apply_views(image, self.config.views)]
@@ -94,11 +97,11 @@ class Scorer:
         paths = _path_list(paths)
         bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="scoring")
         try:
-            for views, done, failed in iter_view_batches(paths, self.config, batch_size, num_workers):
+            for views, done, failed in iter_view_batches(paths, self.config, batch_size, num_workers, self.max_pixels):
                 scores = dict(zip(done, self.batch_fn(views).tolist())) if done else {}
                 for i in sorted([*done, *failed]):
                     yield (ScoreResult(paths[i], float(scores[i])) if i in scores
-                           else ScoreResult(paths[i], None, _error_of(paths[i], self.config)))
+                           else ScoreResult(paths[i], None, _error_of(paths[i], self.config, self.max_pixels)))
                 bar.update(len(done) + len(failed))
         finally:
             bar.close()
@@ -134,10 +137,10 @@ def image_files_or_missing(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _error_of(path: str, config: ModelConfig) -> str:
+def _error_of(path: str, config: ModelConfig, max_pixels: int | None = MAX_PIXELS) -> str:
     """Re-open a file that failed in a worker to get its one-line error for the result row."""
     try:
-        load_views(path, config.views)
+        load_views(path, config.views, max_pixels=max_pixels)
     except ImageError as err:
         return str(err)
     return "failed to decode"

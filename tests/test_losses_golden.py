@@ -40,6 +40,14 @@ def _feature_loss(name: str, s: torch.Tensor, t: torch.Tensor) -> FeatureLoss:
     return get_loss(name, key="pair", student_shape=tuple(s.shape[1:]), teacher_shape=tuple(t.shape[1:]))
 
 
+def _burst_inputs(**features) -> LossInputs:
+    mask = T["frame_mask"].bool()
+    x = LossInputs.bursts(T["burst_pred"], T["burst_target"], mask)
+    if features:
+        x.student_features, x.teacher_features = {"pair": features["s"]}, {"pair": features["t"]}
+    return x
+
+
 def _golden_value(case: str) -> float:
     if case == "hint":
         s, t = T["student_map"], T["teacher_map"]
@@ -59,6 +67,13 @@ def _golden_value(case: str) -> float:
         loss = _feature_loss("hetero_relational", s, t)
         _set_projection(loss, T["w_rel"], T["b_rel"])
         return float(loss(_inputs(s=s, t=t)))
+    if case == "burst_rank":
+        return float(get_loss("burst_rank")(_burst_inputs()))
+    if case == "burst_relational":
+        s, t = T["burst_student_map"], T["burst_teacher_map"]
+        loss = get_loss("burst_relational", key="pair", student_shape=tuple(s.shape[2:]), teacher_shape=tuple(t.shape[2:]))
+        _set_projection(loss, T["w_burst"], T["b_burst"])
+        return float(loss(_burst_inputs(s=s, t=t)))
     return float(get_loss(case)(_inputs()))
 
 

@@ -19,15 +19,16 @@ from torch.utils.data import Dataset
 
 from edge_iqa.config import ViewConfig
 from edge_iqa.errors import ImageError
-from edge_iqa.io import load_image
+from edge_iqa.io import MAX_PIXELS, load_image
 from edge_iqa.views import apply_views, draft_size
 
 log = logging.getLogger("edge_iqa.data")
 
 
-def load_views(path: str | Path, views: Sequence[ViewConfig], rng: np.random.Generator | None = None) -> list[np.ndarray]:
+def load_views(path: str | Path, views: Sequence[ViewConfig], rng: np.random.Generator | None = None,
+               max_pixels: int | None = MAX_PIXELS) -> list[np.ndarray]:
     """Decode ``path`` (with JPEG draft downscaling where the views allow it) and apply ``views``."""
-    image = load_image(path, draft_to=lambda size: draft_size(views, size))
+    image = load_image(path, draft_to=lambda size: draft_size(views, size), max_pixels=max_pixels)
     try:
         return apply_views(image, views, rng)
     except ImageError as err:
@@ -36,8 +37,10 @@ def load_views(path: str | Path, views: Sequence[ViewConfig], rng: np.random.Gen
 
 class ViewDataset(Dataset):
     def __init__(self, paths: Sequence[str | Path], views: Sequence[ViewConfig],
-                 targets: Sequence[float] | None = None, train: bool = False, seed: int = 0):
+                 targets: Sequence[float] | None = None, train: bool = False, seed: int = 0,
+                 max_pixels: int | None = MAX_PIXELS):
         self.paths = [Path(p) for p in paths]
+        self.max_pixels = max_pixels
         self.views = tuple(views)
         self.targets = list(targets) if targets is not None else [math.nan] * len(self.paths)
         self.train = train
@@ -54,7 +57,7 @@ class ViewDataset(Dataset):
     def __getitem__(self, index: int):
         rng = np.random.default_rng((self.seed, self.epoch, index)) if self.train else None
         try:
-            arrays = load_views(self.paths[index], self.views, rng)
+            arrays = load_views(self.paths[index], self.views, rng, self.max_pixels)
         except ImageError as err:
             log.warning("skipped: %s", err)
             return None

@@ -14,7 +14,11 @@ al., SIGIR 2007; Zhang et al., TIP 2021); FitNets hint, MSE after a learned regr
 et al., ICLR 2015, Eq. 3 up to the constant ½ and a mean); similarity-preserving KD (Tung &
 Mori, ICCV 2019, Eq. 2–4); heterogeneous relational KD of the burst paper (Liang et al.,
 "Burst Image Quality Assessment", 2025, Eq. 4–8: similarity and difference maps, teacher
-projected into the student space, softmax, element-wise binary KL).
+projected into the student space, softmax, element-wise binary KL); and its burst terms: the
+ranking loss within each burst (Eq. 13–14: frames grouped by target with ties closer than
+0.02, ReLU((S_i − S_j) − (Ŝ_i − Ŝ_j)) over pairs of different groups with S_i > S_j) and the
+relational loss against each burst's own reference frame (frame 0), on bursts of shape
+(bursts, tasks, frames) with a mask that leaves out the reference and a padded frame.
 """
 
 from __future__ import annotations
@@ -92,6 +96,45 @@ def hetero_relational(s, t, weight, bias):
     return float(total)
 
 
+def burst_groups(values, threshold):
+    """Sorted ascending; a group starts at its first value and takes later values within threshold."""
+    groups, group, first = np.zeros(len(values), dtype=int), -1, None
+    for i in np.argsort(values, kind="stable"):
+        if first is None or values[i] - first > threshold * (1 + 1e-9):
+            group, first = group + 1, values[i]
+        groups[i] = group
+    return groups
+
+
+def burst_rank(pred, target, mask, threshold=0.02):
+    """pred, target (bursts, tasks, T); mask (bursts, T) of the frames that count."""
+    hinges = []
+    for b in range(pred.shape[0]):
+        frames = np.flatnonzero(mask[b])
+        for m in range(pred.shape[1]):
+            p, t = pred[b, m, frames], target[b, m, frames]
+            g = burst_groups(t, threshold)
+            for i in range(len(t)):
+                for j in range(len(t)):
+                    if g[i] != g[j] and t[i] > t[j]:
+                        hinges.append(max(0.0, (t[i] - t[j]) - (p[i] - p[j])))
+    return float(np.mean(hinges))
+
+
+def burst_relational(s, t, mask, weight, bias):
+    """s (bursts, T, C, H, W), t (bursts, T, C', 1, 1): each frame against its burst's frame 0."""
+    values = []
+    for b, f in zip(*np.nonzero(mask)):
+        total = 0.0
+        for s_map, t_map in ((s[b, 0] * s[b, f], t[b, 0] * t[b, f]), (s[b, 0] - s[b, f], t[b, 0] - t[b, f])):
+            t_map = conv1x1(t_map[None], weight, bias)[0]
+            t_map = np.broadcast_to(t_map, t_map.shape[:1] + s_map.shape[1:])
+            p_t, p_s = softmax(t_map.reshape(1, -1)), softmax(s_map.reshape(1, -1))
+            total += binary_kl(p_t, p_s).sum()
+        values.append(total)
+    return float(np.mean(values))
+
+
 def main() -> None:
     rng = np.random.default_rng(SEED)
     pred = rng.uniform(0, 1, B)
@@ -103,6 +146,14 @@ def main() -> None:
     w_vec, b_vec = rng.normal(size=(3, 5)) * 0.5, rng.normal(size=3) * 0.1  # student 5 -> teacher 3
     w_map, b_map = rng.normal(size=(3, 4)) * 0.5, rng.normal(size=3) * 0.1  # student 4 -> teacher 3
     w_rel, b_rel = rng.normal(size=(4, 3)) * 0.5, rng.normal(size=4) * 0.1  # teacher 3 -> student 4
+    # bursts: 2 bursts x 2 tasks x 5 frames; frame 0 is the reference, burst 1 has a padded last frame
+    burst_target = rng.uniform(0, 1, (2, 2, 5))
+    burst_target[0, 0, 2] = burst_target[0, 0, 1] + 0.015  # a tie (closer than 0.02)
+    burst_target[1, 1, 3] = burst_target[1, 1, 2] - 0.01  # another
+    burst_pred = rng.uniform(0, 1, (2, 2, 5))
+    frame_mask = np.array([[False, True, True, True, True], [False, True, True, True, False]])
+    burst_s_map, burst_t_map = rng.normal(size=(2, 5, 4, 2, 2)), rng.normal(size=(2, 5, 3, 1, 1))
+    w_burst, b_burst = rng.normal(size=(4, 3)) * 0.5, rng.normal(size=4) * 0.1  # teacher 3 -> student 4
 
     expected = {
         "mse": float(np.mean((pred - target) ** 2)),
@@ -119,11 +170,16 @@ def main() -> None:
         "relational": similarity_preserving(s_vec, t_vec),
         "relational_maps": similarity_preserving(s_map, t_map),
         "hetero_relational": hetero_relational(s_map, t_map1, w_rel, b_rel),
+        "burst_rank": burst_rank(burst_pred, burst_target, frame_mask),
+        "burst_relational": burst_relational(burst_s_map, burst_t_map, frame_mask, w_burst, b_burst),
     }
     inputs = {name: value.tolist() for name, value in {
         "pred": pred, "target": target, "teacher_pred": teacher, "student_vec": s_vec, "teacher_vec": t_vec,
         "student_map": s_map, "teacher_map": t_map, "teacher_map_1x1": t_map1,
-        "w_vec": w_vec, "b_vec": b_vec, "w_map": w_map, "b_map": b_map, "w_rel": w_rel, "b_rel": b_rel}.items()}
+        "w_vec": w_vec, "b_vec": b_vec, "w_map": w_map, "b_map": b_map, "w_rel": w_rel, "b_rel": b_rel,
+        "burst_target": burst_target, "burst_pred": burst_pred, "frame_mask": frame_mask,
+        "burst_student_map": burst_s_map, "burst_teacher_map": burst_t_map, "w_burst": w_burst,
+        "b_burst": b_burst}.items()}
     golden = {"source": "tests/golden/make_losses.py (NumPy/SciPy references; see its docstring)", "seed": SEED,
               "inputs": inputs, "expected": expected}
     (HERE / "losses.json").write_text(json.dumps(golden, indent=1) + "\n")
