@@ -6,7 +6,9 @@ inside ``run`` so ``edge-iqa --help`` is fast. Modules of the other packages (``
 ``export``, ``profiling``) are imported here, lazily, and nowhere else in ``edge_iqa``.
 
 Humans get tables and progress bars on stderr; ``--json`` prints one JSON object on stdout.
-User errors (:class:`edge_iqa.errors.EdgeIQAError`) print one line and exit 2.
+User errors (:class:`edge_iqa.errors.EdgeIQAError`) print one line and exit 2, and so does a
+bad option: the cheap checks (numbers in range, preset and view names, files and folders that
+must exist) run while the arguments are parsed, before any command imports torch.
 """
 
 from __future__ import annotations
@@ -31,8 +33,15 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, reporting a bad option in one line (the usage block is in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="edge-iqa",
         description="Distill, profile, quantize and export image-quality models for phones and Jetsons.",
     )

@@ -22,24 +22,27 @@ SYNTH_KINDS = ("iqa",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_iqa.commands.common import int_at_least, non_negative_int, positive_int
+
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     synth = sub.add_parser("synth", help="build the SSIM-labelled dataset from package photos or --photos")
     synth.add_argument("out", type=Path, metavar="OUT", help="new or empty folder for the dataset")
     synth.add_argument("--kind", default="iqa", help="dataset kind; only 'iqa' for now (default: iqa)")
     synth.add_argument("--photos", type=Path, metavar="DIR", help="reference photos to use instead of the package photos")
-    synth.add_argument("--seed", type=int, default=0, help="seed of the split and the random distortions (default: 0)")
-    synth.add_argument("--max-side", type=int, default=512, help="longer side of each reference, px (default: 512)")
+    synth.add_argument("--seed", type=non_negative_int, default=0,
+                       help="seed of the split and the random distortions (default: 0)")
+    synth.add_argument("--max-side", type=int_at_least(16), default=512, help="longer side of each reference, px (default: 512)")
     synth.add_argument("--no-grayscale", dest="grayscale", action="store_false",
                        help="leave out scikit-image's grayscale photos")
-    synth.add_argument("--workers", type=int, default=None, help="threads (default: all cores, at most 8)")
+    synth.add_argument("--workers", type=positive_int, default=None, help="threads (default: all cores, at most 8)")
     _add_json(synth)
 
     imp = sub.add_parser("import", help="convert a public dataset to the canonical format")
     imp.add_argument("kind", metavar="KIND", help="uhd-iqa, koniq10k, spaq, live-challenge or csv")
     imp.add_argument("src", type=Path, metavar="SRC", help="the unpacked download (folder or metadata file)")
     imp.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for manifest.csv and dataset.json")
-    imp.add_argument("--seed", type=int, default=0, help="seed of the split where the dataset has none (default: 0)")
+    imp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split where the dataset has none (default: 0)")
     _add_json(imp)
 
     info = sub.add_parser("info", help="rows per split, score range and statistics of a dataset")

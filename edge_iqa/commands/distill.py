@@ -9,13 +9,13 @@ DEFAULT_LOSSES = ("mse=1", "plcc=0.5", "kd_mse=1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edge_iqa.commands.common import add_view_option
+    from edge_iqa.commands.common import add_view_option, existing_file, model_name, positive_int
     from edge_iqa.commands.train import add_train_options
 
-    parser.add_argument("--teacher", required=True,
+    parser.add_argument("--teacher", required=True, type=existing_file("teacher checkpoint (.pt) or CSV of scores"),
                         help="teacher checkpoint (.pt; any backbone and views, over budget allowed) or a CSV of "
                              "teacher scores (path,score in the dataset's units, e.g. from edge-iqa pseudo-label)")
-    parser.add_argument("--student", required=True, help="student preset or timm backbone (edge-iqa presets)")
+    parser.add_argument("--student", required=True, type=model_name, help="student preset or timm backbone (edge-iqa presets)")
     add_view_option(parser)
     add_train_options(parser)
     parser.add_argument("--loss", action="append", metavar="NAME=WEIGHT",
@@ -28,19 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unlabeled", action="append", metavar="DIR|CSV",
                         help="unlabeled images (a folder, or a CSV with a path column); the teacher's scores "
                              "become their training targets (repeat)")
-    parser.add_argument("--teacher-batch-size", type=int, help="batch size of the teacher's one pass (default --batch-size)")
+    parser.add_argument("--teacher-batch-size", type=positive_int, help="batch size of the teacher's one pass (default --batch-size)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.distiller import distill
-    from distill.features import FeaturePair
     from edge_iqa.commands.common import resolve_model
-    from edge_iqa.commands.train import print_summary, train_config_from_args
     from edge_iqa.outputs import ensure_writable_dir
-    from profiling.budget import ensure_within_budget
 
     ensure_writable_dir(args.out)
     config = resolve_model(args.student, args.view).replace(role="student")
+    from distill.distiller import distill  # torch: only once the cheap checks have passed
+    from distill.features import FeaturePair
+    from edge_iqa.commands.train import print_summary, train_config_from_args
+    from profiling.budget import ensure_within_budget
+
     ensure_within_budget(config, allow_over_budget=args.allow_over_budget)
     pairs = [FeaturePair.parse(spec) for spec in args.pair or ()]
     summary = distill(config, args.data, args.out, train_config_from_args(args, DEFAULT_LOSSES), args.teacher,

@@ -8,11 +8,14 @@ HELP = "evaluate a checkpoint or exported model on a dataset split (SRCC, PLCC, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="checkpoint (.pt) or exported model (.onnx)")
-    parser.add_argument("--data", required=True, help="dataset directory with manifest.csv")
+    from edge_iqa.commands.common import add_max_pixels_option, dataset_folder, model_file, non_negative_int, positive_int
+
+    parser.add_argument("model", type=model_file, help="checkpoint (.pt) or exported model (.onnx)")
+    parser.add_argument("--data", required=True, type=dataset_folder, help="dataset directory with manifest.csv")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--workers", type=non_negative_int, default=2)
+    add_max_pixels_option(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -25,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_iqa.metrics import iqa_metrics
 
     scorer = edge_iqa.load(args.model, args.device)
+    scorer.max_pixels = args.max_pixels
     records = read_manifest(args.data, split=None if args.split == "all" else args.split)
     results = scorer.score_paths([r.path for r in records], args.batch_size, args.workers, progress=not args.json)
     pairs = [(res.score, rec.score) for res, rec in zip(results, records) if res.score is not None]

@@ -14,14 +14,16 @@ HELP = "score unlabeled photos with a teacher and write pseudo-labels (path,scor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_iqa.commands.common import add_max_pixels_option, model_file, non_negative_int, positive_int
     from edge_iqa.commands.score import add_resume_options
 
-    parser.add_argument("teacher", help="teacher checkpoint (.pt) or exported model (.onnx)")
+    parser.add_argument("teacher", type=model_file, help="teacher checkpoint (.pt) or exported model (.onnx)")
     parser.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", required=True, help="CSV file to write (path,score,error)")
     add_resume_options(parser)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--workers", type=non_negative_int, default=0)
+    add_max_pixels_option(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="print a summary as one JSON object")
 
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_out(args.out, resume=args.resume, overwrite=args.overwrite)
     scorer = load(args.teacher, args.device)
+    scorer.max_pixels = args.max_pixels
     files = [os.path.abspath(p) for p in image_files_or_missing(args.paths)]
     if not files:
         raise EdgeIQAError(f"no images found in {', '.join(args.paths)}")

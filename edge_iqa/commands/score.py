@@ -15,12 +15,15 @@ COLUMNS = ("path", "score", "error")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="checkpoint (.pt) or exported model (.onnx)")
+    from edge_iqa.commands.common import add_max_pixels_option, model_file, non_negative_int, positive_int
+
+    parser.add_argument("model", type=model_file, help="checkpoint (.pt) or exported model (.onnx)")
     parser.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", help="write the rows to this CSV file (path,score,error)")
     add_resume_options(parser)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--workers", type=non_negative_int, default=0)
+    add_max_pixels_option(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise EdgeIQAError("--resume and --overwrite are about the --out file; pass --out CSV")
     scorer = edge_iqa.load(args.model, args.device)
+    scorer.max_pixels = args.max_pixels
     files = image_files_or_missing(args.paths)
     if args.out:
         results, resumed = score_to_csv(scorer, files, args.out, resume=args.resume, batch_size=args.batch_size,

@@ -9,27 +9,33 @@ HELP = "train a model preset on a dataset (manifest.csv + dataset.json)"
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Options every training command shares (train, distill)."""
-    parser.add_argument("--data", required=True, help="dataset directory with manifest.csv and dataset.json")
+    from edge_iqa.commands.common import (
+        dataset_folder, existing_file, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int,
+    )
+
+    parser.add_argument("--data", required=True, type=dataset_folder,
+                        help="dataset directory with manifest.csv and dataset.json")
     parser.add_argument("--out", required=True, help="run directory for best.pt, last.pt, metrics.json")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--epochs", type=positive_int, default=20)
+    parser.add_argument("--batch-size", type=int_at_least(2), default=16, help="at least 2 (batch norm)")
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--allow-over-budget", action="store_true",
                         help="train a student even if it is over the MAC budget at its source resolution")
-    parser.add_argument("--weights", help="local timm backbone weights (.pth/.safetensors) to start from")
+    parser.add_argument("--weights", type=existing_file("backbone weights (.pth/.safetensors)"),
+                        help="local timm backbone weights (.pth/.safetensors) to start from")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edge_iqa.commands.common import add_view_option
+    from edge_iqa.commands.common import add_view_option, model_name
 
-    parser.add_argument("--model", required=True, help="preset name or timm backbone (edge-iqa presets)")
+    parser.add_argument("--model", required=True, type=model_name, help="preset name or timm backbone (edge-iqa presets)")
     add_view_option(parser)
     add_train_options(parser)
     parser.add_argument("--loss", action="append", metavar="NAME=WEIGHT",
@@ -59,13 +65,14 @@ def print_summary(summary: dict, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.trainer import train
     from edge_iqa.commands.common import resolve_model
     from edge_iqa.outputs import ensure_writable_dir
-    from profiling.budget import ensure_within_budget
 
     ensure_writable_dir(args.out)
     config = resolve_model(args.model, args.view)
+    from distill.trainer import train  # torch: only once the cheap checks have passed
+    from profiling.budget import ensure_within_budget
+
     ensure_within_budget(config, allow_over_budget=args.allow_over_budget)
     summary = train(config, args.data, args.out, train_config_from_args(args, ("mse=1", "plcc=0.5")),
                     resume=args.resume, progress=not args.quiet, init_weights=args.weights)
