@@ -239,10 +239,14 @@ def test_an_unwritable_out_is_refused_in_one_line_before_any_work(command, kind,
     assert not Path("/proc/edge-iqa-out").exists()
 
 
-def test_a_model_that_does_not_exist_is_not_loaded_before_the_out_check(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["score", "pseudo-label"])
+def test_the_out_check_comes_before_the_model_is_loaded(command, tmp_path, capsys):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"")  # loading it would fail: the out check must speak first
     out = _blocked("under-a-file", tmp_path) / "s.csv"
-    assert main(["score", str(tmp_path / "none.pt"), str(tmp_path), "--out", str(out)]) == 2
-    assert "cannot write here" in capsys.readouterr().err  # the out check came first: no work was started
+    assert main([command, str(broken), str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write here" in err and "not an edge-iqa checkpoint" not in err
 
 
 def test_an_immutable_folder_is_refused(tmp_path):
