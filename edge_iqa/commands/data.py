@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_json(synth)
 
     imp = sub.add_parser("import", help="convert a public dataset to the canonical format")
-    imp.add_argument("kind", metavar="KIND", help="uhd-iqa, koniq10k, spaq, live-challenge or csv")
+    imp.add_argument("kind", metavar="KIND", help="uhd-iqa, koniq10k, spaq, live-challenge, csv; bursts: phototriage, burst-folders")
     imp.add_argument("src", type=Path, metavar="SRC", help="the unpacked download (folder or metadata file)")
     imp.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for manifest.csv and dataset.json")
     imp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split where the dataset has none (default: 0)")

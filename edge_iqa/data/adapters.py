@@ -437,14 +437,19 @@ ADAPTERS: dict[str, Callable[[Path, int], tuple[list[Record], DatasetInfo]]] = {
 
 def import_dataset(kind: str, src: Path | str, out: Path | str, seed: int = 0) -> Path:
     """Read dataset ``kind`` at ``src`` and write it in the canonical format to ``out``."""
+    from edge_iqa.data.burst_adapters import BURST_ADAPTERS, import_burst_dataset  # bursts: sequences, pairs.csv
+
     key = kind.strip().lower()
-    if key not in ADAPTERS:
-        close = difflib.get_close_matches(key, ADAPTERS, n=2)
+    kinds = [*ADAPTERS, *BURST_ADAPTERS]
+    if key not in kinds:
+        close = difflib.get_close_matches(key, kinds, n=2)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise DatasetError(f"unknown dataset kind {kind!r}; {hint}choose one of {', '.join(ADAPTERS)}")
+        raise DatasetError(f"unknown dataset kind {kind!r}; {hint}choose one of {', '.join(kinds)}")
     src = Path(src)
     if not src.exists():
         raise DatasetError(f"{src} does not exist; give the folder (or metadata file) of the {key} download")
+    if key in BURST_ADAPTERS:
+        return import_burst_dataset(key, src, out, seed)
     records, info = ADAPTERS[key](src, seed)
     provenance = {"source": str(src.absolute()), "adapter": key, "seed": seed, **info.provenance}
     out = Path(out)
