@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # a usage error (2) or --help (0): the exit status, for callers of main too
+        return stop.code if isinstance(stop.code, int) else 2
     try:
         return int(args._run(args) or 0)
     except EdgeIQAError as err:

@@ -413,8 +413,9 @@ def _is_image_name(name: str) -> bool:
 
 @dataclass(frozen=True)
 class SkippedPath:
-    """Something a folder scan left out, and why."""
+    """Something the scan of ``folder`` (a folder the caller named) left out, and why."""
 
+    folder: Path
     path: Path
     reason: str
 
@@ -431,6 +432,12 @@ class ImageScan:
     skipped: tuple[SkippedPath, ...] = ()
     missing: tuple[Path, ...] = ()
 
+    def warn_skipped(self) -> None:
+        """One warning line on the ``edge_iqa.io`` logger per folder whose scan left something out."""
+        folders = dict.fromkeys(s.folder for s in self.skipped)
+        for folder in folders:
+            log.warning("%s", describe_skipped(folder, [s for s in self.skipped if s.folder == folder]))
+
 
 def _scan_folder(directory: Path) -> tuple[list[Path], list[SkippedPath]]:
     """Image files below ``directory`` (recursive, sorted) and everything the walk left out.
@@ -445,16 +452,16 @@ def _scan_folder(directory: Path) -> tuple[list[Path], list[SkippedPath]]:
     image_named_dirs: list[Path] = []
 
     def unreadable(err: OSError) -> None:
-        skipped.append(SkippedPath(Path(err.filename), f"folder cannot be read ({err.strerror or err})"))
+        skipped.append(SkippedPath(directory, Path(err.filename), f"folder cannot be read ({err.strerror or err})"))
 
     for root, dirs, names in os.walk(directory, onerror=unreadable):
         folder = Path(root)
         searched = []
         for name in sorted(dirs):
             if name.startswith("."):
-                skipped.append(SkippedPath(folder / name, "hidden folder, not searched"))
+                skipped.append(SkippedPath(directory, folder / name, "hidden folder, not searched"))
             elif (folder / name).is_symlink():
-                skipped.append(SkippedPath(folder / name, "link to a folder, not followed; name it to search it"))
+                skipped.append(SkippedPath(directory, folder / name, "link to a folder, not followed; name it to search it"))
             else:
                 searched.append(name)
                 if _is_image_name(name):
@@ -462,11 +469,12 @@ def _scan_folder(directory: Path) -> tuple[list[Path], list[SkippedPath]]:
         dirs[:] = searched
         for name in sorted(names):
             if name.startswith("."):
-                skipped.append(SkippedPath(folder / name, "hidden file"))
+                skipped.append(SkippedPath(directory, folder / name, "hidden file"))
             elif _is_image_name(name):
                 found.append(folder / name)
             else:
-                skipped.append(SkippedPath(folder / name, f"not an image suffix ({Path(name).suffix or 'none'})"))
+                skipped.append(SkippedPath(directory, folder / name,
+                                           f"not an image suffix ({Path(name).suffix or 'none'})"))
     for folder in image_named_dirs:
         if not any(folder in f.parents for f in found):
             found.append(folder)
@@ -525,15 +533,8 @@ def _relative(path: Path, folder: PathLike) -> str:
 def iter_image_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     """``scan_images(paths).files``, after one warning line per folder whose scan left
     something out; a path that does not exist raises ``ImageError``."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    paths = list(paths)
     scan = scan_images(paths)
     if scan.missing:
         raise _error(scan.missing[0], "no such file or directory", "check the path")
-    for raw in paths:
-        folder = Path(raw)
-        left_out = [s for s in scan.skipped if folder == s.path or folder in s.path.parents]
-        if left_out:
-            log.warning("%s", describe_skipped(folder, left_out))
+    scan.warn_skipped()
     return list(scan.files)

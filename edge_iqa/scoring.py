@@ -118,25 +118,6 @@ def _path_list(paths: str | Path | Sequence[str | Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
-def image_files_or_missing(paths: Sequence[str | Path]) -> list[Path]:
-    """The image files of ``paths`` (folders expanded by ``io.iter_image_files``), in order,
-    with a path that does not exist kept as it is: it then becomes a row with its error, like
-    a corrupt file, instead of stopping the valid ones."""
-    from edge_iqa.io import iter_image_files
-
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    files: list[Path] = []
-    seen: set[Path] = set()
-    for raw in paths:
-        path = Path(raw)
-        for found in iter_image_files([path]) if path.exists() else [path]:
-            if found not in seen:
-                seen.add(found)
-                files.append(found)
-    return files
-
-
 def _error_of(path: str, config: ModelConfig, max_pixels: int | None = MAX_PIXELS) -> str:
     """Re-open a file that failed in a worker to get its one-line error for the result row."""
     try:

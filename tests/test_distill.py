@@ -52,7 +52,8 @@ def small_synth(tiny_synth, tmp_path_factory):
         writer = csv.DictWriter(handle, fieldnames=list(keep[0]))
         writer.writeheader()
         writer.writerows({**r, "path": str(tiny_synth / r["path"])} for r in keep)
-    (out / "dataset.json").write_text((tiny_synth / "dataset.json").read_text())
+    info = json.loads((tiny_synth / "dataset.json").read_text())
+    (out / "dataset.json").write_text(json.dumps({**info, "image_roots": [str(tiny_synth)]}))  # images stay there
     return out
 
 

@@ -121,7 +121,8 @@ def test_manifest_with_bad_rows_trains_on_the_good_ones(tiny_synth, tiny_student
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (data / "dataset.json").write_text((tiny_synth / "dataset.json").read_text())
+    info = json.loads((tiny_synth / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**info, "image_roots": [str(tiny_synth)]}))  # images stay there
     records = read_manifest(data)
     assert len(records) == len(rows) - 3
     cfg = TrainConfig(epochs=1, batch_size=64, num_workers=0)

@@ -87,30 +87,42 @@ def view_spec(text: str) -> str:
     return text
 
 
-def dataset_folder(text: str) -> str:
-    """A folder holding ``manifest.csv`` (its rows are read, and reported, by the command)."""
+def check_dataset_folder(path: str | Path) -> None:
+    """EdgeIQAError unless ``path`` is a folder with ``manifest.csv``: for a command to call
+    before it imports torch (the rows are read, and reported, by the command itself)."""
     from edge_iqa.data.manifest import manifest_path
 
-    _user_error(manifest_path, text)
-    return text
+    manifest_path(path)
 
 
-def existing_file(what: str) -> Callable[[str], str]:
-    """An argparse type: a path that exists (a file, or a package folder such as ``.mlpackage``)."""
+def check_file(path: str | Path, what: str, hint: str) -> None:
+    """EdgeIQAError unless ``path`` exists as a file (or a package folder such as ``.mlpackage``)."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgeIQAError(f"{path}: {what} not found; {hint}")
+    if path.is_dir() and path.suffix != ".mlpackage":
+        raise EdgeIQAError(f"{path} is a folder, expected the {what} file; {hint}")
+
+
+MODEL_HINT = "give a checkpoint (.pt) or an exported model (.onnx, .plan/.engine, .mlpackage)"
+
+
+def check_model_file(path: str | Path) -> None:
+    check_file(path, "model", MODEL_HINT)
+
+
+def existing_file(what: str, hint: str) -> Callable[[str], str]:
+    """An argparse type: a path that exists, by ``check_file``."""
 
     def parse(text: str) -> str:
-        path = Path(text)
-        if not path.exists():
-            raise argparse.ArgumentTypeError(f"{text}: no such file; give the {what}")
-        if path.is_dir() and path.suffix != ".mlpackage":
-            raise argparse.ArgumentTypeError(f"{text} is a folder, expected the {what} file")
+        _user_error(lambda t: check_file(t, what, hint), text)
         return text
 
     parse.__name__ = what
     return parse
 
 
-model_file = existing_file("checkpoint (.pt) or exported model (.onnx, .plan/.engine, .mlpackage)")
+model_file = existing_file("model", MODEL_HINT)
 
 
 def max_pixels(text: str) -> int | None:

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from edge_iqa.commands.common import add_view_option, existing_file, model_name, positive_int
     from edge_iqa.commands.train import add_train_options
 
-    parser.add_argument("--teacher", required=True, type=existing_file("teacher checkpoint (.pt) or CSV of scores"),
+    parser.add_argument("--teacher", required=True, type=existing_file("teacher", "give a teacher checkpoint (.pt) or a CSV of teacher scores"),
                         help="teacher checkpoint (.pt; any backbone and views, over budget allowed) or a CSV of "
                              "teacher scores (path,score in the dataset's units, e.g. from edge-iqa pseudo-label)")
     parser.add_argument("--student", required=True, type=model_name, help="student preset or timm backbone (edge-iqa presets)")
@@ -32,11 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_iqa.commands.common import resolve_model
+    from edge_iqa.commands.common import check_dataset_folder, resolve_model
     from edge_iqa.outputs import ensure_writable_dir
 
     ensure_writable_dir(args.out)
     config = resolve_model(args.student, args.view).replace(role="student")
+    check_dataset_folder(args.data)
     from distill.distiller import distill  # torch: only once the cheap checks have passed
     from distill.features import FeaturePair
     from edge_iqa.commands.train import print_summary, train_config_from_args

@@ -8,10 +8,10 @@ HELP = "evaluate a checkpoint or exported model on a dataset split (SRCC, PLCC, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edge_iqa.commands.common import add_max_pixels_option, dataset_folder, model_file, non_negative_int, positive_int
+    from edge_iqa.commands.common import add_max_pixels_option, model_file, non_negative_int, positive_int
 
     parser.add_argument("model", type=model_file, help="checkpoint (.pt) or exported model (.onnx)")
-    parser.add_argument("--data", required=True, type=dataset_folder, help="dataset directory with manifest.csv")
+    parser.add_argument("--data", required=True, help="dataset directory with manifest.csv")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--workers", type=non_negative_int, default=2)
@@ -22,11 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import edge_iqa
-    from edge_iqa.commands.common import print_json, say
+    from edge_iqa.commands.common import check_dataset_folder, print_json, say
     from edge_iqa.data.manifest import read_manifest
     from edge_iqa.errors import EdgeIQAError
     from edge_iqa.metrics import iqa_metrics
 
+    check_dataset_folder(args.data)  # before the model loads (torch)
     scorer = edge_iqa.load(args.model, args.device)
     scorer.max_pixels = args.max_pixels
     records = read_manifest(args.data, split=None if args.split == "all" else args.split)

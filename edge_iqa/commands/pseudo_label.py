@@ -14,10 +14,10 @@ HELP = "score unlabeled photos with a teacher and write pseudo-labels (path,scor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edge_iqa.commands.common import add_max_pixels_option, model_file, non_negative_int, positive_int
+    from edge_iqa.commands.common import add_max_pixels_option, non_negative_int, positive_int
     from edge_iqa.commands.score import add_resume_options
 
-    parser.add_argument("teacher", type=model_file, help="teacher checkpoint (.pt) or exported model (.onnx)")
+    parser.add_argument("teacher", help="teacher checkpoint (.pt) or exported model (.onnx)")
     parser.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", required=True, help="CSV file to write (path,score,error)")
     add_resume_options(parser)
@@ -31,15 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from edge_iqa.commands.common import print_json, say
+    from edge_iqa.commands.common import check_model_file, print_json, say
     from edge_iqa.commands.score import check_out, score_to_csv
     from edge_iqa.errors import EdgeIQAError
-    from edge_iqa.scoring import image_files_or_missing, load
+    from edge_iqa.io import scan_images
 
     check_out(args.out, resume=args.resume, overwrite=args.overwrite)
+    check_model_file(args.teacher)  # before torch loads
+    scan = scan_images(args.paths)  # a missing path stays, to become a row with its error
+    scan.warn_skipped()
+    files = [os.path.abspath(p) for p in scan.files]
+    from edge_iqa.scoring import load
+
     scorer = load(args.teacher, args.device)
     scorer.max_pixels = args.max_pixels
-    files = [os.path.abspath(p) for p in image_files_or_missing(args.paths)]
     if not files:
         raise EdgeIQAError(f"no images found in {', '.join(args.paths)}")
     results, resumed = score_to_csv(scorer, files, args.out, resume=args.resume, batch_size=args.batch_size,

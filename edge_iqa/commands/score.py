@@ -15,9 +15,9 @@ COLUMNS = ("path", "score", "error")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edge_iqa.commands.common import add_max_pixels_option, model_file, non_negative_int, positive_int
+    from edge_iqa.commands.common import add_max_pixels_option, non_negative_int, positive_int
 
-    parser.add_argument("model", type=model_file, help="checkpoint (.pt) or exported model (.onnx)")
+    parser.add_argument("model", help="checkpoint (.pt) or exported model (.onnx)")
     parser.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", help="write the rows to this CSV file (path,score,error)")
     add_resume_options(parser)
@@ -85,8 +85,8 @@ def _result(row: list[str]):
 
 def run(args: argparse.Namespace) -> int:
     import edge_iqa
-    from edge_iqa.commands.common import format_table, print_json, say
-    from edge_iqa.scoring import image_files_or_missing
+    from edge_iqa.commands.common import check_model_file, format_table, print_json, say
+    from edge_iqa.io import scan_images
 
     if args.out:
         check_out(args.out, resume=args.resume, overwrite=args.overwrite)
@@ -94,9 +94,12 @@ def run(args: argparse.Namespace) -> int:
         from edge_iqa.errors import EdgeIQAError
 
         raise EdgeIQAError("--resume and --overwrite are about the --out file; pass --out CSV")
+    check_model_file(args.model)  # before torch loads
+    scan = scan_images(args.paths)  # a missing path stays, to become a row with its error
+    scan.warn_skipped()
+    files = list(scan.files)
     scorer = edge_iqa.load(args.model, args.device)
     scorer.max_pixels = args.max_pixels
-    files = image_files_or_missing(args.paths)
     if args.out:
         results, resumed = score_to_csv(scorer, files, args.out, resume=args.resume, batch_size=args.batch_size,
                                         workers=args.workers, progress=not args.json)

@@ -10,11 +10,10 @@ HELP = "train a model preset on a dataset (manifest.csv + dataset.json)"
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Options every training command shares (train, distill)."""
     from edge_iqa.commands.common import (
-        dataset_folder, existing_file, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int,
+        existing_file, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int,
     )
 
-    parser.add_argument("--data", required=True, type=dataset_folder,
-                        help="dataset directory with manifest.csv and dataset.json")
+    parser.add_argument("--data", required=True, help="dataset directory with manifest.csv and dataset.json")
     parser.add_argument("--out", required=True, help="run directory for best.pt, last.pt, metrics.json")
     parser.add_argument("--epochs", type=positive_int, default=20)
     parser.add_argument("--batch-size", type=int_at_least(2), default=16, help="at least 2 (batch norm)")
@@ -26,7 +25,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--allow-over-budget", action="store_true",
                         help="train a student even if it is over the MAC budget at its source resolution")
-    parser.add_argument("--weights", type=existing_file("backbone weights (.pth/.safetensors)"),
+    parser.add_argument("--weights", type=existing_file("backbone weights", "give a local .pth or .safetensors file"),
                         help="local timm backbone weights (.pth/.safetensors) to start from")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
@@ -65,11 +64,12 @@ def print_summary(summary: dict, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_iqa.commands.common import resolve_model
+    from edge_iqa.commands.common import check_dataset_folder, resolve_model
     from edge_iqa.outputs import ensure_writable_dir
 
     ensure_writable_dir(args.out)
     config = resolve_model(args.model, args.view)
+    check_dataset_folder(args.data)
     from distill.trainer import train  # torch: only once the cheap checks have passed
     from profiling.budget import ensure_within_budget
 
