@@ -173,8 +173,8 @@ def test_cli(photos, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nowhere" in err
 
-    assert main(["data", "synth", str(tmp_path / "y"), "--kind", "burst"]) == 2
-    assert "burst scoring" in capsys.readouterr().err
+    assert main(["data", "synth", str(tmp_path / "y"), "--kind", "video"]) == 2  # --kind burst: test_burst_data
+    assert "unknown --kind 'video'; use one of iqa, burst" in capsys.readouterr().err
 
 
 def test_a_failed_build_can_be_rerun(photos, tmp_path):
