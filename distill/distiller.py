@@ -7,6 +7,11 @@ cached teacher scores and features and the student features its forward hooks ca
 The loss is the weighted sum of registered terms named by ``--loss``: ground-truth terms,
 ``kd_*`` score terms and feature terms, the latter expanded into one loss per
 :class:`distill.features.FeaturePair` with its own learned projection.
+
+A burst student (``config.burst``) learns from a burst teacher run once over whole bursts;
+the teacher's per-frame scores of the student's tasks and its per-frame features reach the
+losses as (bursts, tasks, T) and (bursts, T, ...) tensors, of which the losses keep the
+frames that count (``LossInputs.bursts``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import torch
 from torch import nn
 
 from distill.features import FeatureCapture, FeaturePair, compact, default_pairs, feature_shapes
-from distill.losses import LossInputs, get_loss, is_feature_loss, needs_teacher
+from distill.burst_data import burst_rows, load_burst_train_data
+from distill.losses import LossInputs, burst_frames, get_loss, is_feature_loss, needs_teacher
 from distill.teacher import TeacherOutputs, image_key, load_teacher, teacher_outputs
 from distill.trainer import SplitData, TrainConfig, TrainData, init_distributed, load_train_data, resolve_device, train
 from edge_iqa.config import ModelConfig
@@ -44,16 +50,21 @@ class PairTerm(nn.Module):
 class Distiller:
     """The trainer's step hook for distillation (``distill.trainer.StepHook``)."""
 
-    def __init__(self, outputs: TeacherOutputs, terms: Sequence[tuple[str, float]], pairs: Sequence[FeaturePair]):
+    def __init__(self, outputs: TeacherOutputs, terms: Sequence[tuple[str, float]], pairs: Sequence[FeaturePair],
+                 task_columns: Sequence[int] | None = None):
         self.outputs = outputs
         self.terms = tuple(terms)
         self.pairs = tuple(pairs)
+        self.task_columns = None if task_columns is None else list(task_columns)  # bursts: teacher column per task
         self.loss_modules: dict[str, nn.Module] = {}
         self.rows: torch.Tensor | None = None
         self.capture: FeatureCapture | None = None
 
     def bind(self, paths: Sequence[str]) -> None:
-        self.rows = self.outputs.rows(paths)
+        if self.task_columns is not None:  # bursts: one row of frame rows per burst
+            self.rows, paths = burst_rows(self.outputs, paths), [p for burst in paths for p in burst]
+        else:
+            self.rows = self.outputs.rows(paths)
         if any(needs_teacher(name) for name, _ in self.terms):
             missing = self.outputs.missing(paths)
             if missing:
@@ -75,9 +86,22 @@ class Distiller:
     def fill(self, inputs: LossInputs, indices: torch.Tensor, views: tuple[torch.Tensor, ...]) -> None:
         rows = self.rows[indices.cpu()]
         device = inputs.pred.device
+        if self.task_columns is not None:
+            return self._fill_bursts(inputs, rows[:, :views[0].shape[1]], device)
         inputs.teacher_pred = self.outputs.scores[rows].to(device)
         for pair in self.pairs:
             inputs.student_features[pair.key] = compact(self.capture.features[pair.student].float(), pair.grid)
+            inputs.teacher_features[pair.key] = self.outputs.features[pair.teacher_key][rows].to(device).float()
+
+    def _fill_bursts(self, inputs: LossInputs, rows: torch.Tensor, device: torch.device) -> None:
+        """``rows`` (bursts, T): teacher rows of the batch's frames (−1: padding, masked out)."""
+        rows = rows.clamp(min=0)
+        scores = self.outputs.scores[rows][..., self.task_columns]  # (bursts, T, tasks)
+        inputs.teacher_pred = burst_frames(scores.transpose(1, 2).to(device), inputs.frame_mask)
+        bursts, frames = rows.shape
+        for pair in self.pairs:
+            student = compact(self.capture.features[pair.student].float(), pair.grid)  # (bursts·T, ...)
+            inputs.student_features[pair.key] = student.reshape(bursts, frames, *student.shape[1:])
             inputs.teacher_features[pair.key] = self.outputs.features[pair.teacher_key][rows].to(device).float()
 
 
@@ -136,8 +160,13 @@ def distill(student: ModelConfig, data: str | Path, out: str | Path, cfg: TrainC
     """
     dist_info = init_distributed(resolve_device(cfg.device))
     device = resolve_device(cfg.device, dist_info.local_rank)
-    data_split = load_train_data(data)
+    data_split = load_burst_train_data(data, student.burst.tasks) if student.burst else load_train_data(data)
     source = load_teacher(teacher, data_split.score_range)
+    task_columns = burst_teacher_columns(student, source) if student.burst else None
+    if student.burst and unlabeled:
+        raise EdgeIQAError("--unlabeled adds single photos; burst distillation learns from whole bursts, drop it")
+    if source.config is not None and source.config.burst is not None and student.burst is None:
+        raise EdgeIQAError(f"{teacher} is a burst teacher; distill it into a burst student (e.g. --student burst-student)")
     feature_pairs = resolve_pairs(cfg.losses, pairs, student, source.config)
     if feature_pairs:  # check every address now, before the teacher's pass over the images
         feature_shapes(student, [(p.student, p.grid) for p in feature_pairs])
@@ -148,16 +177,32 @@ def distill(student: ModelConfig, data: str | Path, out: str | Path, cfg: TrainC
     images = data_split.train.paths + extra_paths
     outputs = teacher_outputs(source, images, {(p.teacher, p.grid) for p in feature_pairs}, device=device,
                               batch_size=teacher_batch_size or cfg.batch_size, num_workers=cfg.num_workers,
-                              cache_dir=out, progress=progress and dist_info.is_main)
+                              cache_dir=out, progress=progress and dist_info.is_main,
+                              bursts=data_split.train.paths if student.burst else None)
     described = source.describe()
     source.model = None  # the teacher's work is cached; free its memory for training
     extra = _pseudo_labeled(outputs, extra_paths, data_split.score_range)
-    hook = Distiller(outputs, cfg.losses, feature_pairs)
+    hook = Distiller(outputs, cfg.losses, feature_pairs, task_columns)
     run_info = {"teacher": described,
                 "feature_pairs": [p.spec() for p in feature_pairs],
                 "unlabeled": {"sources": [str(u) for u in unlabeled], "images": len(extra.paths)}}
     return train(student, data, out, cfg, resume=resume, hook=hook, progress=progress, run_info=run_info,
                  init_weights=init_weights, extra_train=[extra] if extra.paths else [])
+
+
+def burst_teacher_columns(student: ModelConfig, source) -> list[int]:
+    """The teacher's score column of each of a burst student's tasks; a burst student needs
+    a burst teacher checkpoint that scores its tasks."""
+    teacher = source.config
+    if teacher is None or teacher.burst is None:
+        kind = "a CSV of scores" if teacher is None else "a photo model"
+        raise EdgeIQAError(f"{source.source} is {kind}; a burst student learns from a burst teacher checkpoint "
+                           "(edge-iqa train --model burst-teacher on the bursts)")
+    missing = [t for t in student.burst.tasks if t not in teacher.burst.tasks]
+    if missing:
+        raise EdgeIQAError(f"teacher {source.source} does not score task {missing[0]!r} (it scores "
+                           f"{', '.join(teacher.burst.tasks)}); give the student those tasks with --task")
+    return [teacher.burst.tasks.index(t) for t in student.burst.tasks]
 
 
 def _pseudo_labeled(outputs: TeacherOutputs, paths: Sequence[str], score_range: tuple[float, float]) -> SplitData:

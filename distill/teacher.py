@@ -11,6 +11,9 @@ teacher features, do not depend on the crop, so one evaluation-view pass per ima
 every epoch. Under ``torchrun`` each rank runs its share of the images and the shares are
 gathered. The outputs are saved next to the run (``teacher_cache.pt``) with a fingerprint of
 teacher, images and features, so ``--resume`` does not run the teacher again.
+
+A burst teacher runs once per whole burst (``distill.burst_data.run_burst_teacher``): its rows
+are still one per frame, its scores (frames, teacher tasks).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class TeacherOutputs:
     """Teacher scores (normalised units) and compacted features, one row per image."""
 
     paths: list[str]
-    scores: torch.Tensor  # (N,) float32; NaN where the teacher has no score for the image
+    scores: torch.Tensor  # (N,) float32, bursts (N, tasks); NaN where the teacher has no score for the image
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # "address@grid" -> (N, ...) float16
 
     def rows(self, paths: Sequence[str | Path]) -> torch.Tensor:
@@ -55,7 +58,7 @@ class TeacherOutputs:
 
     def missing(self, paths: Sequence[str | Path]) -> list[str]:
         rows = self.rows(paths)
-        return [str(p) for p, r in zip(paths, rows.tolist()) if r < 0 or math.isnan(float(self.scores[r]))]
+        return [str(p) for p, r in zip(paths, rows.tolist()) if r < 0 or bool(self.scores[r].isnan().any())]
 
 
 @dataclass
@@ -121,13 +124,17 @@ def _file_fingerprint(path: Path) -> str:
 
 def teacher_outputs(teacher: Teacher, paths: Sequence[str | Path], feature_specs: Iterable[tuple[str, int]] = (), *,
                     device: torch.device | str = "cpu", batch_size: int = 8, num_workers: int = 0,
-                    cache_dir: str | Path | None = None, progress: bool = False) -> TeacherOutputs:
+                    cache_dir: str | Path | None = None, progress: bool = False,
+                    bursts: Sequence[Sequence[str | Path]] | None = None) -> TeacherOutputs:
     """The teacher's scores (and features ``(address, grid)``) for every image of ``paths``.
 
     Loads ``cache_dir/teacher_cache.pt`` when it was made by the same teacher for the same
     images and features; otherwise runs the teacher (sharded over ``torchrun`` ranks) and,
-    on rank 0, writes that file.
+    on rank 0, writes that file. ``bursts`` (a burst teacher): the frames of each burst,
+    reference first, run together; ``paths`` is then ignored.
     """
+    if bursts is not None:
+        paths = [p for burst in bursts for p in burst]
     keys = list(dict.fromkeys(image_key(p) for p in paths))
     specs = sorted(set(feature_specs))
     if teacher.model is None:
@@ -135,15 +142,24 @@ def teacher_outputs(teacher: Teacher, paths: Sequence[str | Path], feature_specs
             raise EdgeIQAError(f"feature losses need a teacher checkpoint; {teacher.source} holds scores only")
         table = teacher.table or {}
         return TeacherOutputs(keys, torch.tensor([table.get(k, math.nan) for k in keys], dtype=torch.float32))
-    fingerprint = hashlib.sha256(json.dumps([teacher.fingerprint, keys, specs]).encode()).hexdigest()
+    grouping = [len(b) for b in bursts] if bursts is not None else None
+    fingerprint = hashlib.sha256(json.dumps([teacher.fingerprint, keys, specs, grouping]).encode()).hexdigest()
     cache = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
     if cache is not None and cache.is_file():
         cached = _read_cache(cache, fingerprint)
         if cached is not None:
             return cached
     rank, world = _rank_and_world()
-    share = run_teacher(teacher.model, keys[rank::world], specs, device, batch_size, num_workers, progress and rank == 0)
-    outputs = _gather(share, keys, world)
+    if bursts is not None:
+        from distill.burst_data import run_burst_teacher
+
+        share = run_burst_teacher(teacher.model, bursts[rank::world], specs, device, batch_size, num_workers,
+                                  progress and rank == 0)
+        outputs = _gather_by_key(share, keys, world)
+    else:
+        share = run_teacher(teacher.model, keys[rank::world], specs, device, batch_size, num_workers,
+                            progress and rank == 0)
+        outputs = _gather(share, keys, world)
     if cache is not None and rank == 0:
         cache.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "paths": json.dumps(outputs.paths),
@@ -215,6 +231,21 @@ def _gather(share: TeacherOutputs, keys: list[str], world: int) -> TeacherOutput
             if key not in features:
                 features[key] = torch.zeros((len(keys), *value.shape[1:]), dtype=value.dtype)
             features[key][rows] = value
+    return TeacherOutputs(keys, scores, features)
+
+
+def _gather_by_key(share: TeacherOutputs, keys: list[str], world: int) -> TeacherOutputs:
+    """Every rank's share (rows in any order, named by ``share.paths``) in the order of ``keys``."""
+    if world == 1:
+        return share
+    import torch.distributed as dist
+
+    shares: list[TeacherOutputs | None] = [None] * world
+    dist.all_gather_object(shares, share)
+    where = {key: (part, row) for part in shares for row, key in enumerate(part.paths)}
+    order = [where[key] for key in keys]
+    scores = torch.stack([part.scores[row] for part, row in order])
+    features = {name: torch.stack([part.features[name][row] for part, row in order]) for name in share.features}
     return TeacherOutputs(keys, scores, features)
 
 

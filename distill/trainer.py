@@ -9,6 +9,11 @@ on a GPU it uses bfloat16 autocast and ``torch.compile``.
 A ``StepHook`` lets distillation add teacher outputs and features to each step's
 ``LossInputs`` without a second loop; ``extra_train`` adds images with pseudo-labels to the
 training set (labeled + pseudo-labeled training).
+
+A burst model (``config.burst``) trains on whole bursts (``distill.burst_data``): a batch holds
+``batch_size`` bursts, every task's head is trained at once, reference frames are left out of
+losses and metrics, and ``best.pt`` is chosen by validation R0 (mean per-burst SRCC, averaged
+over tasks) instead of SRCC.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from distill.burst_data import (VALIDATION_METRIC, BurstDataset, burst_loss_inputs, collate_bursts, evaluate_bursts,
+                                load_burst_train_data)
 from distill.losses import LossInputs, WeightedLoss
 from edge_iqa.checkpoint import read_checkpoint, save_checkpoint
 from edge_iqa.config import ModelConfig
@@ -34,10 +41,12 @@ from edge_iqa.data.loader import ViewDataset, collate_views
 from edge_iqa.data.manifest import read_dataset_info, read_manifest
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.metrics import iqa_metrics
+from edge_iqa.burst_model import AllTaskScores
 from edge_iqa.model import IQAModel, build_model
 from edge_iqa.scoring import Scorer, torch_batch_fn
 
 TRAIN_CONFIG_VERSION = 1
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 
 
 @dataclass(frozen=True)
@@ -54,10 +63,13 @@ class TrainConfig:
     amp: bool = True
     compile: bool = True
     version: int = TRAIN_CONFIG_VERSION
+    optimizer: str = "adamw"  # or "adam" (the burst paper's, the default for burst models)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
             raise EdgeIQAError(f"need epochs >= 1 and batch_size >= 2, got {self.epochs} and {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise EdgeIQAError(f"unknown optimizer {self.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
         object.__setattr__(self, "losses", tuple((str(n), float(w)) for n, w in self.losses))
 
     @classmethod
@@ -69,7 +81,8 @@ class StepHook(Protocol):
     """Adds teacher information to a batch's LossInputs (distillation).
 
     The trainer calls ``bind(paths)`` with the training images in dataset-index order (the
-    order of the ``indices`` that ``fill`` receives), then ``prepare(student)``, which returns
+    order of the ``indices`` that ``fill`` receives; for a burst model, one list of frame paths
+    per burst, reference first), then ``prepare(student)``, which returns
     extra trainable modules (projections; optimised, saved for ``--resume``, gradients averaged
     over ranks). ``loss_modules`` gives ready-built loss terms by name for the weighted sum.
     """
@@ -233,8 +246,12 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
     dist_info = init_distributed(resolve_device(cfg.device))
     device = resolve_device(cfg.device, dist_info.local_rank)
     seed_everything(cfg.seed + dist_info.rank)
-    data_split = load_train_data(data)
+    burst = model_config.burst is not None
+    data_split = load_burst_train_data(data, model_config.burst.tasks) if burst else load_train_data(data)
+    if burst and extra_train:
+        raise EdgeIQAError("unlabeled images cannot join burst training; drop --unlabeled")
     model_config = model_config.replace(score_range=data_split.score_range)
+    metric = VALIDATION_METRIC if burst else "srcc"  # picks best.pt
 
     last_path, best_path = out / "last.pt", out / "best.pt"
     resume_state = read_checkpoint(last_path) if resume and last_path.is_file() else None
@@ -254,27 +271,31 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
     for module in extra_params:
         module.to(device)
 
-    dataset = ViewDataset(train_paths, model_config.views, train_targets, train=True, seed=cfg.seed)
+    if burst:
+        dataset = BurstDataset(data_split.train, model_config.views, train=True, seed=cfg.seed)
+    else:
+        dataset = ViewDataset(train_paths, model_config.views, train_targets, train=True, seed=cfg.seed)
     if dist_info.enabled:
         sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                      shuffle=True, seed=cfg.seed, drop_last=True)
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.num_workers, collate_fn=collate_views,
+                        num_workers=cfg.num_workers, collate_fn=collate_bursts if burst else collate_views,
                         persistent_workers=False, pin_memory=device.type == "cuda")
     if len(loader) == 0:
-        raise EdgeIQAError(f"{data}: {len(dataset)} training images is fewer than one batch of {cfg.batch_size}; "
+        raise EdgeIQAError(f"{data}: {len(dataset)} training {'bursts' if burst else 'images'} is fewer than one "
+                           f"batch of {cfg.batch_size}; "
                            "lower --batch-size")
 
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, cfg.warmup_epochs * len(loader)))
     criterion = WeightedLoss(cfg.losses, getattr(hook, "loss_modules", None), teacher=hook is not None).to(device)
 
     history: list[dict[str, Any]] = []
-    start_epoch, best_srcc, best_epoch = 0, -math.inf, -1
-    last_srcc = math.nan
+    start_epoch, best_val, best_epoch = 0, -math.inf, -1
+    last_val = math.nan
     if resume_state:
         model.load_state_dict(resume_state["state_dict"])
         optimizer.load_state_dict(resume_state["state"]["optimizer"])
@@ -283,10 +304,10 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
             module.load_state_dict(state)
         info = resume_state["info"]
         start_epoch, history = info["epoch"] + 1, info["history"]
-        best_srcc, best_epoch = info["best_val_srcc"], info["best_epoch"]
-        last_srcc = history[-1]["val"]["srcc"] if history else math.nan
+        best_val, best_epoch = info[f"best_val_{metric}"], info["best_epoch"]
+        last_val = history[-1]["val"][metric] if history else math.nan
 
-    train_model: nn.Module = model
+    train_model: nn.Module = AllTaskScores(model) if burst else model  # bursts: (B, tasks, T) scores
     if dist_info.enabled:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -315,7 +336,8 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
             targets = targets.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 scores = train_model(*views)
-            inputs = LossInputs(pred=(scores.float() - low) / span, target=targets)
+            pred = (scores.float() - low) / span
+            inputs = burst_loss_inputs(pred, targets) if burst else LossInputs(pred=pred, target=targets)
             if hook:
                 hook.fill(inputs, indices, views)
             loss, parts = criterion(inputs)
@@ -329,27 +351,29 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
             scheduler.step()
             running, count = running + float(loss.detach()), count + 1
             term_sums = {name: term_sums.get(name, 0.0) + value for name, value in parts.items()}
-            bar.set_postfix(loss=f"{running / count:.4f}", val_srcc=f"{last_srcc:.3f}", best=f"{best_srcc:.3f}")
+            bar.set_postfix({"loss": f"{running / count:.4f}", f"val_{metric}": f"{last_val:.3f}", "best": f"{best_val:.3f}"})
         bar.close()
 
         if dist_info.is_main:
-            val = evaluate_split(model, data_split.val, device, cfg.batch_size, cfg.num_workers)
+            evaluate = evaluate_bursts if burst else evaluate_split
+            val = evaluate(model, data_split.val, device, cfg.batch_size, cfg.num_workers)
             record = {"epoch": epoch + 1, "train_loss": running / max(count, 1),
                       "train_terms": {name: value / max(count, 1) for name, value in term_sums.items()}, "val": val,
                       "seconds": round(time.time() - started, 2), "lr": scheduler.get_last_lr()[0]}
             history.append(record)
-            last_srcc = val["srcc"]
-            if val["srcc"] > best_srcc:
-                best_srcc, best_epoch = val["srcc"], epoch + 1
-            info = dict(run_info, epoch=epoch, history=history, best_val_srcc=best_srcc, best_epoch=best_epoch)
+            last_val = val[metric]
+            if val[metric] > best_val:
+                best_val, best_epoch = val[metric], epoch + 1
+            info = dict(run_info, epoch=epoch, history=history, best_epoch=best_epoch, **{f"best_val_{metric}": best_val})
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "extra": [m.state_dict() for m in extra_params]}
             if best_epoch == epoch + 1:
                 save_checkpoint(best_path, model, info=info)
             save_checkpoint(last_path, model, info=info, state=state)
             if progress:
+                shown = f"val R0 {val[metric]:.4f}" if burst else f"val SRCC {val['srcc']:.4f}  PLCC {val['plcc']:.4f}"
                 tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
-                           f"val SRCC {val['srcc']:.4f}  PLCC {val['plcc']:.4f}  ({record['seconds']:.0f} s)")
+                           f"{shown}  ({record['seconds']:.0f} s)")
         if dist_info.enabled:
             torch.distributed.barrier()
 
@@ -358,12 +382,13 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
     if dist_info.is_main:
         best_model = build_model(model_config)
         best_model.load_state_dict(read_checkpoint(best_path)["state_dict"])
-        summary = dict(run_info, model=model_config.name, best_epoch=best_epoch, best_val_srcc=best_srcc,
+        summary = dict(run_info, model=model_config.name, best_epoch=best_epoch, **{f"best_val_{metric}": best_val},
                        history=history, train_seconds=round(sum(h["seconds"] for h in history), 1))
         if dist_info.enabled:
             summary["rank_weights_sha256"] = fingerprints
         if data_split.test:
-            summary["test"] = evaluate_split(best_model, data_split.test, device, cfg.batch_size, cfg.num_workers)
+            evaluate = evaluate_bursts if burst else evaluate_split
+            summary["test"] = evaluate(best_model, data_split.test, device, cfg.batch_size, cfg.num_workers)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     if dist_info.enabled:
         torch.distributed.barrier()

@@ -187,6 +187,12 @@ def test_build_writes_a_burst_manifest_split_by_scene(built):
                 assert column in f.extra
 
 
+def test_build_is_deterministic(built, photos, tmp_path):
+    again = build_burst_dataset(tmp_path / "again", photos=photos, seed=1, max_side=128, config=CONFIG,
+                                video=False, workers=1)
+    assert (again / "manifest.csv").read_text() == (built / "manifest.csv").read_text()
+
+
 def test_stored_labels_are_recomputable_from_the_pngs(built):
     frames = next(iter(read_burst_manifest(built).values()))
     burst = np.stack([read_png_float(f.path) for f in frames]).astype(np.float32)

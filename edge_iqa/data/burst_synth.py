@@ -42,6 +42,7 @@ out. Splits are by scene: every burst of a photo (all of the clip) is in one spl
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -71,6 +72,8 @@ from edge_iqa.data.synth import (
 )
 from edge_iqa.data.video import BIKES, VideoUnavailable, find_bikes_clip, read_frames
 from edge_iqa.errors import DatasetError
+
+log = logging.getLogger("edge_iqa.data")
 
 NAME = "edge-iqa-burst-synth"
 VIDEO_SCENE = "bikes"
@@ -431,8 +434,8 @@ def build_burst_dataset(
     for src in sources:
         img = np.asarray(prepare_reference(src.path, max_side), dtype=np.float32) / 255.0
         if min(img.shape[:2]) < side + 2 * config.margin:
-            print(f"edge-iqa: {src.path} is {img.shape[1]}x{img.shape[0]} px at --max-side {max_side}, too small "
-                  f"for {side} px crops; left out", file=sys.stderr)
+            log.warning("%s is %dx%d px at --max-side %d, too small for %d px crops; left out",
+                        src.path, img.shape[1], img.shape[0], max_side, side)
             continue
         stills[src.name], scenes[src.name] = img, src.scene
     clip, video_info = load_clip(config, video)
