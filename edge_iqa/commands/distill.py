@@ -6,6 +6,8 @@ import argparse
 
 HELP = "distill a student preset from a teacher checkpoint or a CSV of teacher scores"
 DEFAULT_LOSSES = ("mse=1", "plcc=0.5", "kd_mse=1")
+# the burst paper's alpha = 1 (relational distillation) and beta = 10 (ranking); kd_mse anchors the score scale
+BURST_DISTILL_LOSSES = ("burst_rank=10", "burst_relational=1", "kd_mse=1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,9 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_view_option(parser)
     add_train_options(parser)
     parser.add_argument("--loss", action="append", metavar="NAME=WEIGHT",
-                        help=f"loss terms (repeat); default {' '.join(DEFAULT_LOSSES)}. Ground truth: mse l1 plcc "
-                             "rank fidelity; teacher score: kd_mse kd_l1 kd_rank kd_fidelity; teacher features: "
-                             "hint head_mse relational hetero_relational")
+                        help=f"loss terms (repeat); default {' '.join(DEFAULT_LOSSES)}, burst students "
+                             f"{' '.join(BURST_DISTILL_LOSSES)}. Ground truth: mse l1 plcc rank fidelity burst_rank; "
+                             "teacher score: kd_mse kd_l1 kd_rank kd_fidelity; teacher features: "
+                             "hint head_mse relational hetero_relational burst_relational")
     parser.add_argument("--pair", action="append", metavar="LOSS:STUDENT:TEACHER[:WEIGHT[:GRID]]",
                         help="a feature pair for a feature loss (repeat), e.g. hint:branches.0.level4:branches.0.level4; "
                              "features: head, branches.B.levelL or a module path; default: the loss's own pairs")
@@ -36,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from edge_iqa.outputs import ensure_writable_dir
 
     ensure_writable_dir(args.out)
-    config = resolve_model(args.student, args.view).replace(role="student")
+    from edge_iqa.commands.train import with_tasks
+
+    config = with_tasks(resolve_model(args.student, args.view).replace(role="student"), args.task)
     check_dataset_folder(args.data)
     from distill.distiller import distill  # torch: only once the cheap checks have passed
     from distill.features import FeaturePair
@@ -45,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     ensure_within_budget(config, allow_over_budget=args.allow_over_budget)
     pairs = [FeaturePair.parse(spec) for spec in args.pair or ()]
-    summary = distill(config, args.data, args.out, train_config_from_args(args, DEFAULT_LOSSES), args.teacher,
+    losses = BURST_DISTILL_LOSSES if config.burst else DEFAULT_LOSSES
+    summary = distill(config, args.data, args.out, train_config_from_args(args, losses, burst=config.burst is not None),
+                      args.teacher,
                       pairs=pairs, unlabeled=args.unlabeled or (), resume=args.resume, progress=not args.quiet,
                       init_weights=args.weights, teacher_batch_size=args.teacher_batch_size)
     if summary:

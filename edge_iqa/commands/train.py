@@ -18,7 +18,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=20)
     parser.add_argument("--batch-size", type=int_at_least(2), default=16, help="at least 2 (batch norm)")
     parser.add_argument("--lr", type=positive_float, default=1e-3)
-    parser.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=None,
+                        help="default 1e-4 (AdamW); burst models: 0 (Adam, as the burst paper)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -29,6 +30,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="local timm backbone weights (.pth/.safetensors) to start from")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
+    parser.add_argument("--task", action="append", metavar="NAME",
+                        help="burst models: a downstream task to score frames for (repeat; its targets are the "
+                             "manifest column score_NAME); default: the preset's tasks")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,16 +42,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_view_option(parser)
     add_train_options(parser)
     parser.add_argument("--loss", action="append", metavar="NAME=WEIGHT",
-                        help="loss terms (repeat); default mse=1 plcc=0.5")
+                        help=f"loss terms (repeat); default mse=1 plcc=0.5, burst models {' '.join(BURST_LOSSES)}")
 
 
-def train_config_from_args(args: argparse.Namespace, default_losses: tuple[str, ...]):
+BURST_LOSSES = ("burst_rank=10", "mse=1")  # the paper's beta = 10; mse keeps scores on the label scale
+
+
+def with_tasks(config, tasks):
+    """``config`` with its burst tasks replaced by ``--task`` names (None: unchanged)."""
+    import dataclasses
+
+    from edge_iqa.errors import EdgeIQAError
+
+    if not tasks:
+        return config
+    if config.burst is None:
+        raise EdgeIQAError(f"--task picks a burst model's downstream tasks; {config.name} is a photo model")
+    return config.replace(burst=dataclasses.replace(config.burst, tasks=tuple(tasks)))
+
+
+def train_config_from_args(args: argparse.Namespace, default_losses: tuple[str, ...], burst: bool = False):
+    """The TrainConfig of the options; a burst model gets the burst paper's Adam (no weight
+    decay) unless ``--weight-decay`` is given."""
     from distill.losses import parse_loss_terms
     from distill.trainer import TrainConfig
 
+    weight_decay = args.weight_decay if args.weight_decay is not None else (0.0 if burst else 1e-4)
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       weight_decay=args.weight_decay, seed=args.seed, num_workers=args.workers,
-                       device=args.device, losses=parse_loss_terms(args.loss or default_losses))
+                       weight_decay=weight_decay, seed=args.seed, num_workers=args.workers,
+                       device=args.device, losses=parse_loss_terms(args.loss or default_losses),
+                       optimizer="adam" if burst else "adamw")
 
 
 def print_summary(summary: dict, as_json: bool) -> None:
@@ -55,6 +79,12 @@ def print_summary(summary: dict, as_json: bool) -> None:
 
     if as_json:
         print_json({k: v for k, v in summary.items() if k != "history"})
+        return
+    if "best_val_r0" in summary:  # a burst model
+        say(f"best epoch {summary['best_epoch']}: val R0 {summary['best_val_r0']:.4f}")
+        for task, t in summary.get("test", {}).get("tasks", {}).items():
+            say(f"test {task}: R0 {t['srcc_r0']:.4f}  R0.02 {t['srcc_r0.02']:.4f}  R0.05 {t['srcc_r0.05']:.4f}  "
+                f"R0.1 {t['srcc_r0.1']:.4f}  pairwise {t['pairwise_accuracy']:.4f}  (bursts={t['n_sequences']})")
         return
     say(f"best epoch {summary['best_epoch']}: val SRCC {summary['best_val_srcc']:.4f}")
     if "test" in summary:
@@ -68,13 +98,14 @@ def run(args: argparse.Namespace) -> int:
     from edge_iqa.outputs import ensure_writable_dir
 
     ensure_writable_dir(args.out)
-    config = resolve_model(args.model, args.view)
+    config = with_tasks(resolve_model(args.model, args.view), args.task)
     check_dataset_folder(args.data)
     from distill.trainer import train  # torch: only once the cheap checks have passed
     from profiling.budget import ensure_within_budget
 
     ensure_within_budget(config, allow_over_budget=args.allow_over_budget)
-    summary = train(config, args.data, args.out, train_config_from_args(args, ("mse=1", "plcc=0.5")),
+    losses = BURST_LOSSES if config.burst else ("mse=1", "plcc=0.5")
+    summary = train(config, args.data, args.out, train_config_from_args(args, losses, burst=config.burst is not None),
                     resume=args.resume, progress=not args.quiet, init_weights=args.weights)
     if summary:
         print_summary(summary, args.json)
