@@ -40,6 +40,23 @@ MAX_FULL_SIDE = 8192  # flexible input range of ``full`` views
 MAX_VIEWS = 4
 
 
+class _ImportChatter(logging.Filter):
+    """Drops what coremltools logs when it is imported off macOS or next to newer libraries: eight
+    "Failed to load _MLModelProxy ..." lines (no CoreML runtime here; ``coreml_runtime_available``
+    and the parity check say so once) and "torch/scikit-learn version ... not tested/supported".
+    Any other message of coremltools, and every error it raises, still reaches the user."""
+
+    NOISE = ("Failed to load _ML", "Failed to load '_ML", "has not been tested with coremltools",
+             "is not supported. Minimum required version")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(noise in record.getMessage() for noise in self.NOISE)
+
+
+# coremltools logs through its one "coremltools" logger, on the first import (inside the functions below)
+logging.getLogger("coremltools").addFilter(_ImportChatter())
+
+
 def coreml_runtime_available() -> bool:
     """True where CoreML can predict (macOS with the coremltools native library)."""
     import platform
@@ -309,7 +326,11 @@ def read_coreml_metadata(path: str | Path) -> dict[str, str]:
     import coremltools as ct
 
     with _quiet():
-        spec = ct.utils.load_spec(str(path))
+        try:
+            spec = ct.utils.load_spec(str(path))
+        except Exception as err:  # coremltools raises RuntimeError, ValueError or protobuf's errors
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise EdgeIQAError(f"{path}: not a readable CoreML package ({first}); re-export it") from None
     return dict(spec.description.metadata.userDefined)
 
 

@@ -26,7 +26,10 @@ def load_artifact_scorer(path: str | Path):
     if path.suffix in ENGINE_SUFFIXES:
         from export.tensorrt import read_sidecar, tensorrt_available, trt_batch_fn
 
-        config = ModelConfig.from_dict(read_sidecar(path)[CONFIG_KEY])
+        sidecar = read_sidecar(path)
+        if CONFIG_KEY not in sidecar:
+            raise EdgeIQAError(f"{path}: its .json sidecar holds no edge-iqa model config; re-export it")
+        config = ModelConfig.from_dict(sidecar[CONFIG_KEY])
         if not tensorrt_available():
             raise EdgeIQAError(f"{path}: TensorRT engines run only where the tensorrt package imports (a GPU); "
                                "score its ONNX graph instead")
@@ -34,7 +37,11 @@ def load_artifact_scorer(path: str | Path):
     if path.suffix == ".mlpackage":
         from export.coreml import coreml_batch_fn, coreml_runtime_available, read_coreml_metadata
 
-        config = ModelConfig.from_json(read_coreml_metadata(path)[CONFIG_KEY])
+        metadata = read_coreml_metadata(path)
+        if CONFIG_KEY not in metadata:
+            raise EdgeIQAError(f"{path}: a CoreML package without edge-iqa's model config; score the packages "
+                               "`edge-iqa export` writes")
+        config = ModelConfig.from_json(metadata[CONFIG_KEY])
         if not coreml_runtime_available():
             raise EdgeIQAError(f"{path}: CoreML packages predict only on macOS; score the ONNX export here")
         return Scorer(config, coreml_batch_fn(path), source=str(path))

@@ -332,4 +332,10 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     if not sidecar.is_file():
         raise EdgeIQAError(f"{engine_path}: no {sidecar.name} next to the engine; it holds the model config "
                            "written by `edge-iqa export`")
-    return json.loads(sidecar.read_text())
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EdgeIQAError(f"{sidecar}: not readable JSON ({err}); re-export the engine") from None
+    if not isinstance(data, dict):
+        raise EdgeIQAError(f"{sidecar}: holds no JSON object; re-export the engine")
+    return data
