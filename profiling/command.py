@@ -35,16 +35,18 @@ def parse_source(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_iqa.commands.common import non_negative_int, positive_float, positive_int
+
     parser.add_argument("model", nargs="?", metavar="MODEL",
                         help="preset, timm:NAME (plain classifier), checkpoint (.pt) or exported .onnx file")
     parser.add_argument("--source", type=parse_source, default=None, metavar="WxH",
                         help="source photo size, width x height (default: the model's declared source: "
                              "3840x2160 for UHD presets and timm:NAME, the graph's input size for .onnx)")
-    parser.add_argument("--budget", type=float, default=50.0, metavar="GMAC", help="MAC budget in GMAC (default 50)")
-    parser.add_argument("--frames", type=int, default=None, metavar="T",
+    parser.add_argument("--budget", type=positive_float, default=50.0, metavar="GMAC", help="MAC budget in GMAC (default 50)")
+    parser.add_argument("--frames", type=positive_int, default=None, metavar="T",
                         help="burst models: count a whole burst of T frames, the reference once "
                              "(default: the model's own T)")
-    parser.add_argument("--depth", type=int, default=1, metavar="N",
+    parser.add_argument("--depth", type=non_negative_int, default=1, metavar="N",
                         help="per-module breakdown down to N levels (default 1: branches and head; 0: none)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--fit", action="store_true",
