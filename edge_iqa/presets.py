@@ -18,8 +18,8 @@
 - ``burst-teacher``: the same on ResNet-50 with wider relation layers, about 753 GMAC per
   8-frame burst (teachers are exempt).
 - ``demo-burst-student`` / ``demo-burst-teacher``: burst models for the embedded burst data
-  (frames of about 96×128 px): MobileNetV3-Small and ResNet-18 on a 128×96 resize + 4×4
-  fragments of 16 px.
+  (``edge-iqa data synth --kind burst``: 64×64 px frames): MobileNetV3-Small on the frame at
+  its native 64×64, ResNet-18 on it resized to 128×128 (finer deep features).
 
 Any timm backbone can be named directly (``timm:NAME`` or a bare timm model name): it gets
 the default student views. Names are checked without importing timm (which imports torch, 10 s
@@ -40,7 +40,7 @@ from edge_iqa.errors import EdgeIQAError
 PRESETS: dict[str, ModelConfig] = {}
 DEFAULT_VIEWS = (ViewConfig("resize", size=(720, 1280)),)
 DEMO_SOURCE = (384, 512)
-DEMO_BURST_SOURCE = (96, 128)  # (height, width) of an embedded burst frame
+DEMO_BURST_SOURCE = (64, 64)  # (height, width) of an embedded burst frame (data synth --kind burst)
 BURST_TASKS = ("denoise", "sr2")
 
 
@@ -165,18 +165,18 @@ register_preset(ModelConfig(
 register_preset(ModelConfig(
     name="demo-burst-student",
     backbone="mobilenetv3_small_100",
-    views=(ViewConfig("resize", size=(96, 128)), ViewConfig("fragments", grid=4, patch=16)),
+    views=(ViewConfig("resize", size=(64, 64)),),
     source_size=DEMO_BURST_SOURCE,
     burst=BurstConfig(tasks=BURST_TASKS, frames=8, relation_dim=32, attention_hidden=32),
-    description="small burst student for the embedded burst data (frames of about 128x96 px)",
+    description="small burst student for the embedded burst data (64x64 px frames, seen at native size)",
 ))
 register_preset(ModelConfig(
     name="demo-burst-teacher",
     backbone="resnet18",
-    views=(ViewConfig("resize", size=(96, 128)), ViewConfig("fragments", grid=4, patch=16)),
+    views=(ViewConfig("resize", size=(128, 128)),),
     head_hidden=256,
     source_size=DEMO_BURST_SOURCE,
     role="teacher",
     burst=BurstConfig(tasks=BURST_TASKS, frames=8),
-    description="burst teacher for the embedded burst data: ResNet-18 per frame",
+    description="burst teacher for the embedded burst data: ResNet-18 per frame, resized to 128x128",
 ))
