@@ -17,6 +17,8 @@ HELP = "export a checkpoint to ONNX, TensorRT or CoreML (FP32/FP16/INT8) and che
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_iqa.commands.common import positive_int
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "formats:\n" + "\n".join(f"  {f.help_line()}" for f in FORMATS.values())
     parser.add_argument("checkpoint", help="checkpoint (.pt) written by edge-iqa train/distill")
@@ -25,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--calib", metavar="DATA", help="dataset folder whose images calibrate int8")
     parser.add_argument("--calib-split", default="train", choices=("train", "val", "test", "all"))
-    parser.add_argument("--calib-images", type=int, default=256, help="at most this many calibration images")
+    parser.add_argument("--calib-images", type=positive_int, default=256, help="at most this many calibration images")
     parser.add_argument("--calib-method", default="minmax", help=f"{', '.join(CALIB_METHODS)}")
     parser.add_argument("--percentile", type=float, default=99.999, help="for --calib-method percentile (of |x|) and quantile (each tail)")
     parser.add_argument("--cpu-layout", default="auto",
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--check", metavar="DATA", help="dataset folder: compare the artifact with PyTorch FP32")
     parser.add_argument("--check-split", default="test", choices=("train", "val", "test", "all"))
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
