@@ -153,8 +153,8 @@ def _is_burst(root: Path, burst_columns: tuple[str, ...]) -> bool:
     try:
         with open(root / "manifest.csv", newline="", encoding="utf-8-sig") as fh:
             header = {h.strip() for h in next(csv.reader(fh), [])}
-    except OSError:
-        return False  # read_manifest reports the missing file properly
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # read_manifest reports the missing or unreadable file properly
     return set(burst_columns) <= header
 
 
