@@ -280,6 +280,10 @@ def _run_fit(args: argparse.Namespace) -> int:
     if args.model.endswith(".onnx") or args.model.startswith("timm:"):
         raise EdgeIQAError("--fit scales a model config's views; give a preset, a timm backbone name or a checkpoint")
     config = _config_of(args.model)
+    if args.frames is not None:  # fit a burst of that many frames; the fitted config keeps T
+        from profiling.report import burst_frames
+
+        config = config.replace(burst=dataclasses.replace(config.burst, frames=burst_frames(config, args.frames)))
     fitted = fit_to_budget(config, args.budget, args.source)
     report = profile_config(fitted, fitted.source_size, fvcore=False, details=False)
     verdict = check_budget(report, args.budget)
