@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_all(args)
     if not args.model:
         raise EdgeIQAError("give a MODEL (preset, timm:NAME, checkpoint or .onnx file), or --all")
-    if args.frames is not None and (args.model.endswith(".onnx") or args.model.startswith("timm:")):
-        raise EdgeIQAError("--frames counts a burst model's config; give a burst preset or checkpoint")
+    if args.frames is not None and args.model.startswith("timm:"):
+        raise EdgeIQAError("--frames counts a burst model; give a burst preset, checkpoint or .onnx file")
     if args.fit:
         return _run_fit(args)
     return _run_one(args)
@@ -93,7 +93,7 @@ def _profile(model: str, source: tuple[int, int] | None, onnx_check: bool, fvcor
     if model.endswith(".onnx"):
         if onnx_check:
             raise EdgeIQAError("--onnx-check compares a PyTorch model with its export; MODEL is already ONNX")
-        return _profile_onnx_file(Path(model), source)
+        return _profile_onnx_file(Path(model), source, frames)
     if model.startswith("timm:"):
         report = profile_timm_classifier(model.removeprefix("timm:"), source or UHD_SOURCE, fvcore=fvcore)
         build = _timm_builder(model.removeprefix("timm:"))
@@ -124,28 +124,38 @@ def _config_builder(config):
     return lambda: build_model(config)
 
 
-def _profile_onnx_file(path: Path, source: tuple[int, int] | None):
+def _profile_onnx_file(path: Path, source: tuple[int, int] | None, frames: int | None = None):
     """An exported graph: MACs from its nodes, params from its initializers, inputs from its image inputs.
 
     The graph does not know the photo it was exported for: without ``--source`` the size of
-    its first image input stands in.
+    its first image input stands in. A burst graph's inputs are (B, T, 3, H, W): a static T is
+    counted as exported, a dynamic one at ``--frames`` (required then).
     """
     import onnx
 
     from profiling.onnx_macs import count_onnx_macs
     from profiling.report import ProfileReport
 
-    macs = count_onnx_macs(path)
     graph = onnx.load(str(path), load_external_data=False).graph
     params = sum(math.prod(t.dims) for t in graph.initializer)
-    images = {}
+    images, burst_frames = {}, set()
     for graph_input in graph.input:
         dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
-        if len(dims) == 4 and all(dims[2:]):
-            images[graph_input.name] = (dims[2], dims[3])
+        if len(dims) in (4, 5) and all(dims[-2:]):
+            images[graph_input.name] = (dims[-2], dims[-1])
+        if len(dims) == 5:
+            burst_frames.add(dims[1] or frames)
+    if None in burst_frames:
+        raise EdgeIQAError(f"{path} takes bursts of any length; give --frames T to count a burst of T frames")
+    if frames is not None and not burst_frames:
+        raise EdgeIQAError(f"--frames counts a burst, but {path} takes single photos; drop --frames")
+    if frames is not None and burst_frames != {frames}:
+        raise EdgeIQAError(f"{path} was exported for bursts of {min(burst_frames)} frames; drop --frames or re-export")
+    macs = count_onnx_macs(path, frames=frames)
     source = source or next(iter(images.values()), UHD_SOURCE)
     return ProfileReport(model=str(path), role=None, source=source, view_sizes=images, macs=macs, per_view={},
-                         head_macs=0, per_module={}, params=params, onnx_macs=macs, counted_from="onnx")
+                         head_macs=0, per_module={}, params=params, onnx_macs=macs, counted_from="onnx",
+                         frames=min(burst_frames) if burst_frames else None)
 
 
 # --- one model ------------------------------------------------------------------------------

@@ -44,14 +44,19 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _fix_batch_dim(model: onnx.ModelProto, batch: int) -> None:
-    """Give a symbolic leading (batch) dimension of the graph inputs a value; other symbols are an error."""
+def _fix_batch_dim(model: onnx.ModelProto, batch: int, frames: int | None = None) -> None:
+    """Give a symbolic leading (batch) dimension of the graph inputs a value, and the frames axis
+    (1) of a burst graph's (B, T, 3, H, W) inputs ``frames``; other symbols are an error."""
     initializers = {t.name for t in model.graph.initializer}
     for graph_input in model.graph.input:
         if graph_input.name in initializers:
             continue
         for axis, dim in enumerate(graph_input.type.tensor_type.shape.dim):
             if dim.HasField("dim_value"):
+                continue
+            if axis == 1 and frames is not None and len(graph_input.type.tensor_type.shape.dim) == 5:
+                dim.Clear()
+                dim.dim_value = frames
                 continue
             if axis != 0:
                 raise EdgeIQAError(f"ONNX input {graph_input.name!r} has a dynamic dimension {axis} "
@@ -94,17 +99,19 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int:
     return 0
 
 
-def count_onnx_macs(model_or_path: onnx.ModelProto | str | Path, *, batch: int = 1) -> int:
-    """MACs of one run of an ONNX graph (a file or a loaded model); a symbolic batch dim is set to ``batch``."""
-    return sum(onnx_macs_by_node(model_or_path, batch=batch).values())
+def count_onnx_macs(model_or_path: onnx.ModelProto | str | Path, *, batch: int = 1, frames: int | None = None) -> int:
+    """MACs of one run of an ONNX graph (a file or a loaded model); a symbolic batch dim is set to
+    ``batch``, a burst graph's symbolic frames axis to ``frames``."""
+    return sum(onnx_macs_by_node(model_or_path, batch=batch, frames=frames).values())
 
 
-def onnx_macs_by_node(model_or_path: onnx.ModelProto | str | Path, *, batch: int = 1) -> dict[str, int]:
+def onnx_macs_by_node(model_or_path: onnx.ModelProto | str | Path, *, batch: int = 1,
+                      frames: int | None = None) -> dict[str, int]:
     """MACs of each counted node (Conv, Gemm, MatMul, …) of one run, by node name."""
     model = _load(model_or_path)
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
-    _fix_batch_dim(model, batch)
+    _fix_batch_dim(model, batch, frames)
     model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     refused = sorted({n.op_type for n in model.graph.node if n.op_type in _REFUSED_OPS})
     if refused:

@@ -178,6 +178,18 @@ def test_profile_frames_exit_codes(capsys):
     assert capsys.readouterr().err.strip().count("\n") == 0  # one line
 
 
+def test_profile_counts_an_exported_burst_graph_as_pytorch_does(model, tmp_path, capsys):
+    from profiling.macs import count_macs
+    from profiling.onnx_macs import torch2onnx_for_counting
+
+    views = example_inputs(model.config, batch=1, frames=3)
+    path = torch2onnx_for_counting(AllTaskScores(model), views, tmp_path / "burst.onnx")
+    assert main(["profile", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 3 and report["macs"] == count_macs(model, views).total
+    assert main(["profile", str(path), "--frames", "4"]) == 2  # a static graph counts its own T
+
+
 # ---------------------------------------------------------------- losses on bursts
 
 
