@@ -26,6 +26,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("pseudo-label", "edge_iqa.commands.pseudo_label"),
     ("evaluate", "edge_iqa.commands.evaluate"),
     ("score", "edge_iqa.commands.score"),
+    ("burst", "edge_iqa.commands.burst"),
     ("presets", "edge_iqa.commands.presets"),
     ("profile", "profiling.command"),
     ("export", "export.command"),
