@@ -30,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-images", type=positive_int, default=256, help="at most this many calibration images")
     parser.add_argument("--calib-method", default="minmax", help=f"{', '.join(CALIB_METHODS)}")
     parser.add_argument("--percentile", type=float, default=99.999, help="for --calib-method percentile (of |x|) and quantile (each tail)")
-    parser.add_argument("--cpu-layout", default="auto",
-                        help=f"int8 ONNX for CPU: {', '.join(CPU_LAYOUTS)} (auto = measure both, keep the faster)")
+    parser.add_argument("--cpu-layout", default="qoperator",
+                        help=f"int8 ONNX for CPU: {', '.join(CPU_LAYOUTS)} (default qoperator; auto = time both "
+                             "here and keep the faster, so the artifact depends on this machine)")
     parser.add_argument("--float-layer", action="append", default=[], metavar="NODE",
                         help="leave in float in int8 ONNX/TensorRT graphs (repeatable): an ONNX node name, a "
                              "PyTorch module path (glob, e.g. '*.se'), a stage (branches.0.stem, "

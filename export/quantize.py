@@ -22,6 +22,17 @@ One graph cannot serve both targets, so there are two flavours:
   the levels.
 - ``cpu``: U8S8 (uint8 activations, int8 weights) for ONNX Runtime on x86, as QDQ or
   QOperator (QLinearConv …); :func:`quantize_for_cpu` can measure both and keep the faster.
+  Its weights use 7 of the 8 bits (ONNX Runtime's ``reduce_range``) so that one artifact gives
+  the same scores on every x86 CPU. Without VNNI, ONNX Runtime's U8S8 GEMM multiplies with
+  AVX2 ``vpmaddubsw``, which adds two u8×s8 products into a *saturating* int16: with weights in
+  [-128, 127] a pair can reach 2·255·128 > 32767 and is clipped, with VNNI (``vpdpbusd``,
+  int32) it is not. With weights in [-64, 64] a pair stays ≤ 32640, so both kernel families
+  compute the same integers. Measured on the export fixture, under ``qemu-x86_64 -cpu
+  EPYC-Milan`` (Zen 3, AVX2 only) against the native AVX-512 VNNI core: full-range weights
+  differ by up to 0.21 in score (Spearman vs FP32 0.970 VNNI, 0.953 AVX2), 7-bit weights by 0
+  (``benchmarks/results/int8_kernel_families.md``). The TensorRT flavour keeps full-range
+  weights: TensorRT accumulates in int32, and ONNX Runtime's S8S8 path gave identical scores
+  on both families.
 
 Ranges are computed once per (graph, images, method) and cached in a JSON file, so every
 flavour and layout of one export shares the same calibration.
@@ -277,7 +288,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalib
             str(fp32_path), str(out_path), None,
             quant_format=QuantFormat.QDQ if layout == "qdq" else QuantFormat.QOperator,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+            weight_type=QuantType.QInt8, per_channel=True, reduce_range=not symmetric,
             nodes_to_exclude=list(float_nodes), calibrate_method=methods[method], extra_options=extra,
             calibration_cache_path=str(cache), **placement,
         )
@@ -286,7 +297,8 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalib
     _carry_metadata(fp32_path, out_path, {
         "precision": "int8", "int8_flavour": flavour, "int8_layout": layout,
         "int8_types": "S8S8 symmetric (activations int8, weights int8, zero points 0)" if symmetric
-        else "U8S8 (activations uint8 asymmetric, weights int8 symmetric)",
+        else "U8S8 (activations uint8 asymmetric, weights int8 symmetric in 7 bits, [-64, 64]: same scores "
+             "with and without VNNI)",
         "weights": "per output channel", "calib_method": method, "float_nodes": list(float_nodes),
         "qdq_placement": "inputs of " + "/".join(TENSORRT_QUANTIZED_OPS) if symmetric else "every quantizable op",
         "calib_images": reader.images if reader is not None and reader.images else None,
@@ -370,12 +382,15 @@ def quantize_for_cpu(fp32_path: str | Path, out_path: str | Path, reader: ViewCa
                      config: ModelConfig, *, layout: str = "auto", method: str = "minmax",
                      percentile: float = 99.999, float_nodes: Sequence[str] = (),
                      cache: str | Path | None = None, runs: int = 10) -> tuple[Path, dict[str, Any]]:
-    """U8S8 INT8 for ONNX Runtime on CPU; with ``layout="auto"`` build QDQ and QOperator, keep the faster.
+    """U8S8 INT8 for ONNX Runtime on CPU in ``layout``; ``"auto"`` builds QDQ and QOperator, keeps the faster.
 
-    Returns the path and a record of the choice (layouts tried, their median latency in ms).
+    Returns the path and a record of the choice (for ``auto``: the layouts' median latency in ms).
+    A QOperator graph also gets the MACs of the same network in the QDQ layout (``qdq_layout_macs``):
+    the profiler cannot count QLinearConv, whose output shapes ONNX shape inference loses after
+    ONNX Runtime's contrib ops.
     """
     out_path = Path(out_path)
-    layouts = ("qdq", "qoperator") if layout == "auto" else (layout,)
+    layouts = ("qdq", "qoperator") if layout in ("auto", "qoperator") else (layout,)
     cache = Path(cache) if cache else out_path.with_suffix(".calib.json")
     built: dict[str, Path] = {}
     for name in layouts:  # the first layout calibrates into ``cache``; the others reuse its ranges
@@ -386,11 +401,14 @@ def quantize_for_cpu(fp32_path: str | Path, out_path: str | Path, reader: ViewCa
     if len(layouts) == 1:
         choice["chosen"] = layout
         return out_path, choice
-    latency = {name: onnx_latency_ms(p, config, runs=runs) for name, p in built.items()}
-    best = min(latency, key=latency.get)
-    choice.update(chosen=best, latency_ms=latency,
-                  reason=f"measured here: {', '.join(f'{k} {v:.2f} ms' for k, v in latency.items())}")
-    if best == "qoperator":  # the profiler cannot count QLinearConv: count the same network's QDQ layout
+    if layout == "auto":
+        latency = {name: onnx_latency_ms(p, config, runs=runs) for name, p in built.items()}
+        best = min(latency, key=latency.get)
+        choice.update(chosen=best, latency_ms=latency,
+                      reason=f"measured here: {', '.join(f'{k} {v:.2f} ms' for k, v in latency.items())}")
+    else:
+        best = choice["chosen"] = layout
+    if best == "qoperator":
         choice["qdq_layout_macs"] = _count_macs_or_none(built["qdq"])
     built[best].replace(out_path)
     for name, p in built.items():
@@ -401,12 +419,22 @@ def quantize_for_cpu(fp32_path: str | Path, out_path: str | Path, reader: ViewCa
 
 
 def _count_macs_or_none(path: Path) -> int | None:
+    """The graph's MACs at batch 1 (a burst graph's dynamic T at its config's ``burst.frames``), or None."""
     from profiling.onnx_macs import count_onnx_macs
 
     try:
-        return count_onnx_macs(path)
+        return count_onnx_macs(path, frames=_counted_frames(path))
     except EdgeIQAError:
         return None
+
+
+def _counted_frames(path: Path) -> int | None:
+    from edge_iqa.onnx_runtime import CONFIG_KEY
+    from export.onnx import read_metadata
+
+    text = read_metadata(path).get(CONFIG_KEY)
+    config = ModelConfig.from_json(text) if text else None
+    return config.burst.frames if config is not None and config.burst is not None else None
 
 
 def layer_groups(onnx_path: str | Path) -> dict[str, list[str]]:

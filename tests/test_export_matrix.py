@@ -155,8 +155,9 @@ def test_int8_cpu_artifact_is_small_and_u8s8(exports, requantize):
     from onnx import numpy_helper
 
     artifact = exports("onnx", "int8")
-    assert artifact.info["int8_layout"]["chosen"] in ("qdq", "qoperator")
-    assert artifact.info["int8_layout"]["requested"] == "auto" and "latency_ms" in artifact.info["int8_layout"]
+    # The layout is a setting, never a timing: the artifact under test is the same on every machine.
+    layout = artifact.info["int8_layout"]
+    assert (layout["requested"], layout["chosen"]) == ("qoperator", "qoperator") and "latency_ms" not in layout
     # Every layer int8 (the artifact keeps some stages in float). Issue 5 asks ≤ 0.3× FP32: the
     # QOperator layout meets it; QDQ adds a DequantizeLinear node (name, scale, zero point) per
     # weight, which for this depthwise-heavy student (9 int8 bytes per depthwise channel) is ~0.32×.
@@ -167,6 +168,21 @@ def test_int8_cpu_artifact_is_small_and_u8s8(exports, requantize):
     proto = onnx.load(str(path))
     zero_points = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.name.endswith("zero_point")]
     assert any(z.dtype == np.uint8 for z in zero_points)  # U8 activations for ONNX Runtime on x86
+
+
+@pytest.mark.parametrize("layout", ["qdq", "qoperator"])
+def test_int8_cpu_weights_fit_every_x86_kernel(layout, exports, requantize):
+    """7-bit weights: two u8×s8 products sum to at most 2·255·64 = 32640, so AVX2's saturating int16
+    ``vpmaddubsw`` (no VNNI) and VNNI's int32 ``vpdpbusd`` compute the same integers and the golden
+    metrics hold on both (see :mod:`export.quantize`; ``benchmarks/int8_kernel_families.py``)."""
+    import onnx
+    from onnx import numpy_helper
+
+    artifact = exports("onnx", "int8")
+    for path in (artifact.path, requantize(flavour="cpu", layout=layout)):
+        weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8]
+        assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
 
 
 @pytest.fixture(scope="module")
@@ -283,8 +299,10 @@ def test_scoring_api_and_cli_take_the_int8_onnx(exports, data, student, capsys):
     with torch.no_grad():
         from edge_iqa.scoring import Scorer, torch_batch_fn
 
-        expected = Scorer(student.config, torch_batch_fn(student)).score(record.path)
-    assert math.isfinite(score) and abs(score - expected) < 0.1
+        fp32 = Scorer(student.config, torch_batch_fn(student)).score(record.path)
+    expected = Scorer(student.config, artifact.runner).score(record.path)  # what the parity check ran
+    assert math.isfinite(score) and score == pytest.approx(expected, abs=1e-6)
+    assert abs(score - fp32) <= GOLDEN["matrix"]["onnx/int8"]["max_abs_delta"] * DELTA_FACTOR
     assert main(["evaluate", str(artifact.path), "--data", str(data), "--split", make_fixture.CHECK_SPLIT,
                  "--workers", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == GOLDEN["matrix"]["onnx/int8"]["n"]
