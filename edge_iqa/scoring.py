@@ -192,7 +192,7 @@ class Scorer:
                 views[i], sizes[i] = self._frame_views(frame, sources[i])
             except ImageError as err:
                 errors[i] = str(err)
-            if i in views and sizes[i] != sizes[0]:
+            if i in views and 0 in sizes and sizes[i] != sizes[0]:
                 (w, h), (rw, rh) = sizes[i], sizes[0]
                 errors[i] = (f"{sources[i]}: {w}x{h} px, but the reference {sources[0]} is {rw}x{rh} px; a burst's "
                              "frames share one size: leave it out or resize it")

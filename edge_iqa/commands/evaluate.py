@@ -93,13 +93,13 @@ def labelled_tasks(root) -> list[str]:
 
 def warn_scene_leakage(root) -> str | None:
     """One line when a scene's bursts lie in more than one split (the split should be by scene)."""
-    from edge_iqa.data.manifest import read_burst_manifest
+    from edge_iqa.data.manifest import BURST_COLUMNS, csv_rows, manifest_path
 
     splits: dict[str, set[str]] = {}
-    for frames in read_burst_manifest(root, check_files=False).values():
-        scene = (frames[0].extra.get("scene") or "").strip()
-        if scene:
-            splits.setdefault(scene, set()).add(frames[0].split)
+    for _, row in csv_rows(manifest_path(root), BURST_COLUMNS):  # bad rows are reported by the reader, once
+        scene, split = (row.get("scene") or "").strip(), (row.get("split") or "").strip().lower()
+        if scene and split:
+            splits.setdefault(scene, set()).add(split)
     leaking = sorted(s for s, found in splits.items() if len(found) > 1)
     if not leaking:
         return None
