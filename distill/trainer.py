@@ -41,6 +41,7 @@ from edge_iqa.data.loader import ViewDataset, collate_views
 from edge_iqa.data.manifest import read_dataset_info, read_manifest
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.metrics import iqa_metrics
+from edge_iqa.outputs import atomic_write_text
 from edge_iqa.burst_model import AllTaskScores
 from edge_iqa.model import IQAModel, build_model
 from edge_iqa.scoring import Scorer, torch_batch_fn
@@ -389,7 +390,7 @@ def train(model_config: ModelConfig, data: str | Path, out: str | Path, cfg: Tra
         if data_split.test:
             evaluate = evaluate_bursts if burst else evaluate_split
             summary["test"] = evaluate(best_model, data_split.test, device, cfg.batch_size, cfg.num_workers)
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
     if dist_info.enabled:
         torch.distributed.barrier()
     return summary

@@ -176,7 +176,7 @@ def test_a_missing_path_is_a_row_and_the_valid_files_are_scored(photos, tmp_path
     assert not rows[str(missing)]["score"] and "no such file" in rows[str(missing)]["error"]
 
     labels = tmp_path / "labels.csv"
-    assert main(["pseudo-label", str(STUDENT), str(valid), str(missing), "--out", str(labels), "--json"]) == 0
+    assert main(["pseudo-label", str(STUDENT), str(valid), str(missing), "--out", str(labels), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["failed"] == 1
     assert {Path(r["path"]).name: bool(r["score"]) for r in _rows(labels)} == {"000.png": True, "not-here.jpg": False}
 

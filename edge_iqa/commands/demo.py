@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_iqa.commands.distill import DEFAULT_LOSSES
     from edge_iqa.data.manifest import read_manifest
     from edge_iqa.data.synth import build_synth_dataset
+    from edge_iqa.outputs import atomic_write_text
     from edge_iqa.scoring import load
     from profiling.budget import ensure_within_budget
 
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
               "test": test, "best_val_srcc": summary["best_val_srcc"], "train_seconds": summary["train_seconds"],
               "total_seconds": round(time.time() - started, 1),
               "scored": [{"path": r.path, "label": rec.score, "score": r.score} for r, rec in zip(scored, records)]}
-    (out / "summary.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(result, indent=2))
     if args.json:
         print_json(result)
     else:

@@ -56,4 +56,4 @@ def run(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         say(f"{summary['labeled']} pseudo-labels written to {args.out}" + (f"; {failed} files failed" if failed else ""))
-    return 0
+    return 1 if failed else 0  # as `score`: the CSV is complete (failed rows carry their error), the status tells scripts
