@@ -461,6 +461,8 @@ def _options(tmp: Path, photo: Path, data: Path) -> dict[str, tuple[list[str], s
         "missing-required-option": (["train", "--model", "demo-student", "--out", out], "--data"),
         "data-for-train-is-a-file": (["train", "--model", "demo-student", "--data", str(photo), "--out", out],
                                      "is a file, expected a dataset folder"),
+        "burst-keep-zero": (["burst", "score", str(STUDENT), str(tmp), "--keep", "0"], "--keep"),
+        "burst-dir-is-a-file": (["burst", "score", str(STUDENT), str(photo)], "is a file, not a folder"),
     }
 
 
