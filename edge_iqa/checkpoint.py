@@ -4,6 +4,10 @@ Everything but tensors is stored as JSON strings (config, training config, metri
 checkpoint never needs pickle to load and carries what is needed to rebuild its model. A file
 that is not such a checkpoint (empty, truncated, a pickle with Python objects) is refused with
 one line; it is never unpickled, since unpickling an untrusted file can run any code.
+
+Where the model's initial weights came from (timm hub, a file and its sha256, or random init:
+an :class:`edge_iqa.pretrained.WeightSource`) travels in the config (``extra["init_weights"]``);
+:func:`read_checkpoint` gives it as ``payload["init_weights"]`` (None: not recorded).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import IQAModel, build_model
 from edge_iqa.outputs import atomic_write
+from edge_iqa.pretrained import weight_source_of
 
 CHECKPOINT_FORMAT = "edge-iqa-checkpoint/1"
 
@@ -55,6 +60,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise _not_a_checkpoint(path, f"no {CHECKPOINT_FORMAT!r} format tag")
     payload["config"] = ModelConfig.from_json(payload["config"])
+    payload["init_weights"] = weight_source_of(payload["config"])
     payload["info"] = json.loads(payload["info"])
     return payload
 

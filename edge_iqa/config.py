@@ -12,7 +12,9 @@ center-crop branch and a fragments branch (Wu et al., "FAST-VQA", ECCV 2022).
 A burst model (``ModelConfig.burst``, a :class:`BurstConfig`) scores every frame of a burst
 against its reference frame for named downstream tasks (Liang et al., "Burst Image Quality
 Assessment", 2025). Version history: 1 = photo models only; 2 adds ``burst`` (version-1 dicts
-load unchanged, as photo models).
+load unchanged, as photo models). ``head`` (``mlp``, or ``nima``: the score-distribution head of
+NIMA, Talebi & Milanfar, IEEE TIP 2018, see ``edge_iqa.nima``) is written only when it is not
+``mlp``, so the dicts of every other model are those of version 2.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from edge_iqa.errors import EdgeIQAError
 
 CONFIG_VERSION = 2
 VIEW_KINDS = ("resize", "center_crop", "fragments", "full")
+HEAD_KINDS = ("mlp", "nima")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UHD_SOURCE = (2160, 3840)  # (height, width) of a 4K UHD-1 photo
@@ -167,6 +170,7 @@ class ModelConfig:
     version: int = CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     burst: BurstConfig | None = None
+    head: str = "mlp"
 
     def __post_init__(self) -> None:
         views = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**v) for v in self.views)
@@ -179,6 +183,10 @@ class ModelConfig:
             raise EdgeIQAError(f"model {self.name!r} has no views")
         if self.role not in ("student", "teacher"):
             raise EdgeIQAError(f"model role must be 'student' or 'teacher', got {self.role!r}")
+        if self.head not in HEAD_KINDS:
+            raise EdgeIQAError(f"unknown head {self.head!r}; choose one of {', '.join(HEAD_KINDS)}")
+        if self.head == "nima" and self.burst is not None:
+            raise EdgeIQAError("the nima head scores single photos; a burst model has its own heads")
         lo, hi = self.score_range
         if not hi > lo:
             raise EdgeIQAError(f"score_range must be (low, high) with high > low, got {self.score_range}")
@@ -191,7 +199,10 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["head"] == "mlp":  # the default: dicts as version 2 wrote them
+            del data["head"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -13,12 +13,16 @@ Python control flow on tensor values, so it traces and exports to ONNX and CoreM
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
+
+if TYPE_CHECKING:
+    from edge_iqa.pretrained import WeightSource
 
 
 def create_backbone(config: ModelConfig) -> nn.Module:
@@ -91,37 +95,54 @@ class IQAModel(BackboneBranches):
         return self.forward_head(self.head_features(*views))
 
 
-def build_model(config: ModelConfig, weights: str | Path | None = None) -> IQAModel:
-    """A model for ``config`` (a burst model when ``config.burst`` is set); ``weights`` is an
-    optional local timm checkpoint for every branch."""
+def build_model(config: ModelConfig, weights: "str | Path | WeightSource | None" = None) -> IQAModel:
+    """A model for ``config`` (a burst model when ``config.burst`` is set).
+
+    ``weights``: the initial backbone weights of every branch, a local timm state dict file or a
+    :class:`edge_iqa.pretrained.WeightSource` (random init included), recorded in the model's
+    ``config.extra["init_weights"]``; None leaves the config's own record as it is (a
+    checkpoint being loaded).
+    """
+    from edge_iqa.pretrained import WeightSource, file_source, with_weight_source
+
+    if isinstance(weights, (str, Path)):
+        weights = file_source(weights, "--weights")
+    if weights is not None:
+        config = with_weight_source(config, weights)
     if config.burst is not None:
         from edge_iqa.burst_model import BurstIQAModel
 
         model = BurstIQAModel(config)
+    elif config.head == "nima":
+        from edge_iqa.nima import NIMAModel
+
+        model = NIMAModel(config)
     else:
         model = IQAModel(config)
-    if weights is not None:
-        load_backbone_weights(model, weights)
+    if isinstance(weights, WeightSource) and weights.kind != "random":
+        load_backbone_weights(model, weights.path)
     return model
 
 
 def load_backbone_weights(model: IQAModel, weights: str | Path) -> None:
-    """Load a local timm classifier state dict (no download) into every branch."""
+    """Load a local timm state dict (no download) into every branch. Every tensor of the
+    backbone must be in the file with its shape: a file for another model is refused, never
+    loaded in part. Classifier and head tensors of the file are ignored."""
+    from edge_iqa.pretrained import read_state_dict
+
     path = Path(weights)
     if not path.is_file():
         raise EdgeIQAError(f"{path}: backbone weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = read_state_dict(path)
     for branch in model.branches:
-        own = branch.state_dict()
-        matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not matched:
-            raise EdgeIQAError(f"{path}: no tensor matches the {model.config.backbone} backbone; wrong weights file?")
+        own = {k: v for k, v in branch.state_dict().items() if not k.endswith("num_batches_tracked")}
+        matched = {k: state[k] for k, v in own.items()
+                   if k in state and isinstance(state[k], torch.Tensor) and state[k].shape == v.shape}
+        if len(matched) < len(own):
+            missing = next(k for k in own if k not in matched)
+            raise EdgeIQAError(f"{path}: {len(own) - len(matched)} of the {len(own)} tensors of the "
+                               f"{model.config.backbone} backbone are missing or of another shape (e.g. {missing}); "
+                               "weights for another model?")
         branch.load_state_dict(matched, strict=False)
 
 

@@ -5,12 +5,22 @@
 - ``ghostnetv2-uhd``: a GhostNetV2 student (Tang et al., "GhostNetV2", NeurIPS 2022) with a
   global resize branch and a FAST-VQA fragments branch, as the AIM winners combine them.
 - ``mobilenetv3-small-uhd``, ``ghostnet-uhd``: lighter students on the same resize view.
+- ``mobilenetv2-uhd``, ``efficientnet-lite0-uhd``: students that quantize well, MobileNetV2
+  (Sandler et al., CVPR 2018) and EfficientNet-Lite0 (Tan & Le, ICML 2019, the Lite variant):
+  ReLU6 and no squeeze-excite, made for INT8 on phones, with ImageNet weights to start from
+  (``--pretrained``); the ghostnetv2-uhd views.
 - ``uhd-teacher``: a ResNet-50 teacher on 1080p resize + native center crop + fragments; over
   the 50 GMAC budget by design (teachers are exempt).
 - ``demo-student`` / ``demo-teacher``: small models for the embedded synthetic data (photos of
   at most 512 px), used by ``edge-iqa demo``. SSIM labels depend on fine structure, so the
   student looks at native-pixel fragments; views are fixed-size so photos of different sizes
   batch together.
+- ``demo-student-mobilenetv2`` / ``demo-student-efficientnet-lite0``: demo-student's views on
+  the two INT8-friendly backbones, for ImageNet-initialised students on the embedded data;
+  ``demo-teacher-mobilenetv2``: demo-teacher's views on MobileNetV2, the demo's teacher where
+  only MobileNetV2 has ImageNet weights at hand.
+- ``nima``: NIMA (Talebi & Milanfar, IEEE TIP 2018), MobileNetV1 with a 10-way distribution of
+  human ratings (``edge_iqa.nima``); a teacher whose weights come from ``edge-iqa import-teacher``.
 
 - ``burst-student``: the burst model (``edge_iqa.burst_model``) on MobileNetV3-Large with the
   ghostnetv2-uhd views, 1280×720 resize + 15×15 fragments of 32 px, for the denoising and ×2
@@ -119,6 +129,20 @@ register_preset(ModelConfig(
     description="MobileNetV3-Small student on a 1280x720 resize",
 ))
 register_preset(ModelConfig(
+    name="mobilenetv2-uhd",
+    backbone="mobilenetv2_100",
+    views=(ViewConfig("resize", size=(720, 1280)), ViewConfig("fragments", grid=15, patch=32)),
+    description="MobileNetV2 student (ReLU6, no SE; INT8-friendly): 1280x720 resize + 15x15 fragments of 32 px, "
+                "6.44 GMAC at 3840x2160",
+))
+register_preset(ModelConfig(
+    name="efficientnet-lite0-uhd",
+    backbone="efficientnet_lite0",
+    views=(ViewConfig("resize", size=(720, 1280)), ViewConfig("fragments", grid=15, patch=32)),
+    description="EfficientNet-Lite0 student (ReLU6, no SE; INT8-friendly): 1280x720 resize + 15x15 fragments of 32 px, "
+                "8.40 GMAC at 3840x2160",
+))
+register_preset(ModelConfig(
     name="uhd-teacher",
     backbone="resnet50",
     views=(
@@ -138,6 +162,35 @@ register_preset(ModelConfig(
     description="small student for the embedded synthetic data (photos up to 512 px): native-pixel fragments",
 ))
 register_preset(ModelConfig(
+    name="demo-student-mobilenetv2",
+    backbone="mobilenetv2_100",
+    views=(ViewConfig("fragments", grid=8, patch=32),),
+    source_size=DEMO_SOURCE,
+    description="demo-student's fragments on MobileNetV2 (INT8-friendly, ImageNet weights with --pretrained), "
+                "0.37 GMAC at 512x384",
+))
+register_preset(ModelConfig(
+    name="demo-student-efficientnet-lite0",
+    backbone="efficientnet_lite0",
+    views=(ViewConfig("fragments", grid=8, patch=32),),
+    source_size=DEMO_SOURCE,
+    description="demo-student's fragments on EfficientNet-Lite0 (INT8-friendly, ImageNet weights with "
+                "--pretrained), 0.48 GMAC at 512x384",
+))
+register_preset(ModelConfig(
+    name="nima",
+    backbone="mobilenetv1_100",
+    views=(ViewConfig("resize", size=(224, 224)),),
+    head="nima",
+    head_dropout=0.75,  # NIMA's dropout before the classifier
+    mean=(0.5, 0.5, 0.5),  # NIMA's input convention x / 127.5 - 1 on [0, 1] pixels
+    std=(0.5, 0.5, 0.5),
+    score_range=(1.0, 10.0),
+    role="teacher",
+    description="NIMA (Talebi & Milanfar 2018): MobileNetV1 on AVA human ratings, the mean of a 10-way "
+                "score distribution; weights: edge-iqa import-teacher nima FILE",
+))
+register_preset(ModelConfig(
     name="demo-teacher",
     backbone="resnet18",
     views=(ViewConfig("resize", size=(384, 512)), ViewConfig("fragments", grid=8, patch=32)),
@@ -145,6 +198,16 @@ register_preset(ModelConfig(
     source_size=DEMO_SOURCE,
     role="teacher",
     description="teacher for the embedded synthetic data: ResNet-18 on the whole photo + fragments",
+))
+register_preset(ModelConfig(
+    name="demo-teacher-mobilenetv2",
+    backbone="mobilenetv2_100",
+    views=(ViewConfig("resize", size=(384, 512)), ViewConfig("fragments", grid=8, patch=32)),
+    head_hidden=256,
+    source_size=DEMO_SOURCE,
+    role="teacher",
+    description="demo-teacher's views on MobileNetV2: the demo's teacher where ImageNet weights exist for "
+                "mobilenetv2_100 and not for resnet18",
 ))
 register_preset(ModelConfig(
     name="burst-student",

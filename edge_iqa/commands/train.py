@@ -28,6 +28,13 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="train a student even if it is over the MAC budget at its source resolution")
     parser.add_argument("--weights", type=existing_file("backbone weights", "give a local .pth or .safetensors file"),
                         help="local timm backbone weights (.pth/.safetensors) to start from")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="start from the backbone's ImageNet weights: the local weights folder (--weights-dir "
+                             "or EDGE_IQA_WEIGHTS) when it has them, else timm's hub (downloaded once into the "
+                             "Hugging Face cache, as timm.create_model(pretrained=True))")
+    parser.add_argument("--weights-dir", metavar="DIR",
+                        help="folder of weights files named by timm model (mobilenetv2_100.safetensors, "
+                             "mobilenetv2_100.imagenet.pth, ...); implies --pretrained (default: $EDGE_IQA_WEIGHTS)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
     parser.add_argument("--task", action="append", metavar="NAME",
@@ -74,12 +81,33 @@ def train_config_from_args(args: argparse.Namespace, default_losses: tuple[str, 
                        optimizer="adam" if burst else "adamw")
 
 
+def initial_weights(args: argparse.Namespace, config):
+    """The WeightSource the options ask for, resolved before any training work (offline
+    ``--pretrained`` fails here, in one line). Resuming a run: the run's own record (its
+    weights come from ``last.pt``)."""
+    from pathlib import Path
+
+    from edge_iqa.pretrained import resolve_weights
+
+    last = Path(args.out) / "last.pt"
+    if args.resume and last.is_file():
+        from edge_iqa.checkpoint import read_checkpoint
+
+        return read_checkpoint(last)["init_weights"]
+    return resolve_weights(config.backbone, weights=args.weights, pretrained=args.pretrained,
+                           weights_dir=args.weights_dir)
+
+
 def print_summary(summary: dict, as_json: bool) -> None:
     from edge_iqa.commands.common import print_json, say
 
     if as_json:
         print_json({k: v for k, v in summary.items() if k != "history"})
         return
+    if summary.get("init_weights"):
+        from edge_iqa.pretrained import WeightSource
+
+        say(f"initial weights: {WeightSource.from_dict(summary['init_weights']).describe()}")
     if "best_val_r0" in summary:  # a burst model
         say(f"best epoch {summary['best_epoch']}: val R0 {summary['best_val_r0']:.4f}")
         for task, t in summary.get("test", {}).get("tasks", {}).items():
@@ -104,9 +132,11 @@ def run(args: argparse.Namespace) -> int:
     from profiling.budget import ensure_within_budget
 
     ensure_within_budget(config, allow_over_budget=args.allow_over_budget)
+    source = initial_weights(args, config)
     losses = BURST_LOSSES if config.burst else ("mse=1", "plcc=0.5")
     summary = train(config, args.data, args.out, train_config_from_args(args, losses, burst=config.burst is not None),
-                    resume=args.resume, progress=not args.quiet, init_weights=args.weights)
+                    resume=args.resume, progress=not args.quiet, init_weights=source,
+                    run_info={"init_weights": source.to_dict()} if source else None)
     if summary:
         print_summary(summary, args.json)
     return 0
