@@ -352,6 +352,21 @@ def burst_data(tmp_path_factory) -> Path:
                                config=config, video=False, workers=1)
 
 
+def test_burst_score_takes_a_burst_dataset_one_burst_per_sequence(checkpoint, scorer, burst_data, capsys):
+    from edge_iqa.burst_eval import BurstEvalSet
+
+    code, out, err = _run(capsys, "burst", "score", checkpoint, burst_data, "--keep", "2", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    sequences = BurstEvalSet(burst_data).bursts  # every split, each reference first
+    assert [b["burst"] for b in report["bursts"]] == [f"{burst_data}:{s.name}" for s in sequences]
+    for burst, sequence in zip(report["bursts"], sequences):
+        paths = [f.path for f in sequence.frames]
+        assert [f["path"] for f in burst["frames"]] == [str(p) for p in paths]
+        assert np.allclose([f["score"] for f in burst["frames"]], scorer.score_burst(paths), atol=1e-5)
+        assert len(burst["kept"]) == 2 and burst["kept"][0] == str(paths[0])
+
+
 def test_evaluate_prints_the_burst_protocol_for_every_task(checkpoint, burst_data, capsys):
     code, out, err = _run(capsys, "evaluate", checkpoint, "--data", burst_data)
     assert code == 0 and out == ""

@@ -4,10 +4,11 @@
 [--out frames.csv [--resume | --overwrite]]``
 
 - A ``BURST_DIR`` is a folder of frames (one burst: the image files directly inside it, sorted
-  by name) or a folder of burst folders (no image directly inside: each subfolder holding
-  images is one burst). Frame 0, the reference every frame is scored against (Liang et al.,
-  "Burst Image Quality Assessment", 2025), is the first name, or ``--reference FILE`` (one
-  burst only).
+  by name), a folder of burst folders (no image directly inside: each subfolder holding images
+  is one burst) or a burst dataset (``manifest.csv`` with ``sequence,frame``, e.g. ``data synth
+  --kind burst``: each sequence is a burst, named ``DIR:SEQUENCE``, its ``reference`` frame
+  first). Frame 0, the reference every frame is scored against (Liang et al., "Burst Image
+  Quality Assessment", 2025), is the first name, or ``--reference FILE`` (one burst only).
 - Kept: the reference and the K−1 best-scored other frames — the frames an app keeps or feeds
   to its merge, which is built on the reference, so the reference always counts among the K
   (as the top-M protocol of :mod:`edge_iqa.burst_eval` merges them). ``--keep`` at least the
@@ -114,6 +115,13 @@ def find_bursts(paths: list[str]) -> tuple[list[BurstFolder], list[str], list[st
         if not folder.is_dir():
             what = "not found" if not folder.exists() else "is a file, not a folder"
             raise EdgeIQAError(f"{folder}: {what}; give a folder of burst frames or a folder of burst folders")
+        if _is_burst_dataset(folder):
+            for burst in _dataset_bursts(folder):
+                if burst.name in {b.name for b in bursts}:
+                    repeated.append(f"{burst.name}: named twice; scored once")
+                else:
+                    bursts.append(burst)
+            continue
         images = _images_in(folder)
         if images:
             candidates = [(folder, images)]
@@ -131,6 +139,20 @@ def find_bursts(paths: list[str]) -> tuple[list[BurstFolder], list[str], list[st
             seen.add(key)
             bursts.append(_burst_of(sub, found))
     return bursts, empty, repeated
+
+
+def _is_burst_dataset(folder: Path) -> bool:
+    from edge_iqa.commands.evaluate import is_burst_dataset
+
+    return (folder / "manifest.csv").is_file() and is_burst_dataset(folder)
+
+
+def _dataset_bursts(root: Path) -> list[BurstFolder]:
+    """The sequences of a burst dataset, each its reference first (``reference`` column, else
+    its lowest frame index, as training and evaluation take it)."""
+    from edge_iqa.burst_eval import BurstEvalSet
+
+    return [BurstFolder(f"{root}:{b.name}", [f.path for f in b.frames]) for b in BurstEvalSet(root).bursts]
 
 
 def put_reference_first(burst: BurstFolder, reference: str) -> None:
@@ -217,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reference:
         if len(bursts) != 1:
             raise EdgeIQAError(f"--reference names the reference of one burst; {len(bursts)} bursts were given: "
-                               "score them one by one, or name each burst's reference first by file name")
+                               "score them one by one, or rename each burst's reference to sort first")
         put_reference_first(bursts[0], args.reference)
     for line in empty + repeated:
         say(line)
