@@ -396,6 +396,8 @@ def test_evaluate_json_matches_burst_evaluation_of_the_scorer(checkpoint, scorer
     top3 = result["downstream"]["top3"]
     assert top3["n_bursts"] == 2 and top3["psnr_db"] == pytest.approx(expected["downstream"]["top3"]["psnr_db"])
     assert set(top3["psnr_db"]) == {"model", "random", "first", "all", "oracle"}
+    top5 = result["downstream"]["top5"]  # 4-frame bursts: no top-5 row, null (strict JSON), not NaN
+    assert top5["n_bursts"] == 0 and top5["gain_vs_random_db"] is None and "NaN" not in out
 
 
 def test_evaluate_a_photo_model_scores_each_frame_alone(burst_data, capsys):

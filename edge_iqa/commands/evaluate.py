@@ -168,8 +168,20 @@ def run_burst(args) -> int:
             if result["n_unscored_frames"]:
                 say(f"{result['n_unscored_frames']} frames could not be scored (left out, see the warnings above)")
     if args.json:
-        print_json(out)
+        print_json(_no_nan(out))
     return 0
+
+
+def _no_nan(obj):
+    """NaN (a metric with nothing to average, e.g. top-5 of 4-frame bursts) as JSON null: strict
+    JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
 
 
 def _burst_scores(scorer, burst, task: str):
