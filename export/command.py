@@ -92,7 +92,13 @@ def run(args: argparse.Namespace) -> int:
         say(f"scored by: {artifact.runner_status} — {artifact.runner_note}")
         for check in checks:
             say("  " + check.line())
-            if check.name == "accuracy" and check.detail:
+            if check.name == "accuracy" and check.detail.get("burst"):
+                d = check.detail
+                say(f"        per-burst Spearman vs fp32 mean {d['mean_burst_spearman']:.4f} min "
+                    f"{d['min_burst_spearman']:.4f}, top-1 frame agreement {d['top1_agreement']:.3f} (worst task), "
+                    f"max|Δ| {d['max_abs_delta']:.2e}, mean|Δ| {d['mean_abs_delta']:.2e}, "
+                    f"{d['n_bursts']} bursts")
+            elif check.name == "accuracy" and check.detail:
                 d = check.detail
                 say(f"        SRCC fp32 {d['fp32']['srcc']:.4f} -> {d['artifact']['srcc']:.4f} "
                     f"(drop {d['srcc_drop']:+.4f}), max|Δ| {d['max_abs_delta']:.2e}, mean|Δ| "

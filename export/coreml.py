@@ -14,6 +14,14 @@ Inputs are ``ImageType`` with scale 1/255 and zero bias, so an app hands over pi
 normalises inside. The model config, preprocessing and export settings go into the package's
 user-defined metadata. Prediction needs macOS; on Linux :func:`readback_model` reads the
 package's (possibly compressed) weights back into the PyTorch model so they can be checked.
+
+A burst model (converted as :class:`edge_iqa.burst_model.AllTaskScores`, the burst graph
+contract) takes (B, T, 3, H, W) float RGB [0, 1] per view: an ``ImageType`` cannot be 5-D, so
+its inputs are ``TensorType`` with flexible B (1 to :data:`MAX_BURST_BATCH`) and T (2 to
+:data:`MAX_BURST_FRAMES`), and its output ``scores`` is (B, n_tasks, T). W8A8 calibration traces
+the model with torch.fx, which cannot trace the burst head's per-scale splits: the relation head
+and its scale norm (:data:`BURST_FLOAT_MODULES`, a few small linear layers) stay in float, the
+backbone, where the MACs are, is calibrated to int8.
 """
 
 from __future__ import annotations
@@ -32,12 +40,16 @@ from torch import nn
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import IQAModel, example_inputs
+from edge_iqa.onnx_runtime import CONFIG_KEY
 from edge_iqa.outputs import atomic_path
-from export.metadata import artifact_metadata, input_names
+from export.metadata import artifact_metadata, input_names, output_name
 
 COREML_PRECISIONS = ("fp32", "fp16", "w8", "int8")
 MAX_FULL_SIDE = 8192  # flexible input range of ``full`` views
 MAX_VIEWS = 4
+MAX_BURST_BATCH = 64
+MAX_BURST_FRAMES = 64
+BURST_FLOAT_MODULES = ("scale_norm", "head")  # of BurstIQAModel; not traceable by torch.fx
 
 
 class _ImportChatter(logging.Filter):
@@ -96,9 +108,16 @@ def torch2coreml(model: IQAModel, path: str | Path, *, precision: str = "fp16",
     mlmodel = _convert(net, config, precision)
     if precision == "w8":
         mlmodel = _quantize_weights(mlmodel)
+    if config.burst is None:
+        shapes = {"input_type": "ImageType RGB, scale 1/255, bias 0 (feed 8-bit pixels)", "batch": 1}
+    else:
+        shapes = {"input_type": "TensorType float32 (B, T, 3, H, W), RGB in [0, 1], frame 0 the reference",
+              "batch": f"flexible, 1..{MAX_BURST_BATCH}", "frames": f"flexible, 2..{MAX_BURST_FRAMES}",
+              "tasks": list(config.burst.tasks), "output": {"scores": ["batch", "tasks", "frames"]}}
+        if precision == "int8":
+            shapes["float_modules"] = [f"{m} (torch.fx cannot trace it; stays float)" for m in BURST_FLOAT_MODULES]
     settings.update({"coremltools": _version("coremltools"), "minimum_deployment_target": _target_name(precision),
-                     "input_type": "ImageType RGB, scale 1/255, bias 0 (feed 8-bit pixels)",
-                     "batch": 1, **dict(export or {})})
+                     **shapes, **dict(export or {})})
     _describe(mlmodel, config, artifact_metadata(config, settings))
     path = Path(path)
     with atomic_path(path) as tmp, _quiet():  # a package folder written aside, then renamed into place
@@ -184,9 +203,13 @@ def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]], *, 
     folded = fixed_arity(fold_batchnorm(model, example), len(model.config.views))
     # Post-training calibration, no training: observers on from step 0, never frozen by the
     # quantizer's schedule; BatchNorm is already folded away.
+    # fixed_arity(...).model is the model; a burst model is AllTaskScores(...), whose .model is BurstIQAModel
+    burst = model.config.burst is not None
     config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
         quantization_scheme="affine", weight_per_channel=True, weight_observer="min_max",
-        activation_observer="min_max", milestones=[0, 0, 10**9, 0]))
+        activation_observer="min_max", milestones=[0, 0, 10**9, 0]),
+        module_name_configs={f"model.model.{m}": None for m in BURST_FLOAT_MODULES} if burst else {},
+        non_traceable_module_names=[f"model.model.{m}" for m in BURST_FLOAT_MODULES] if burst else [])
     quantizer = LinearQuantizer(folded, config)
     with _quiet():
         prepared = quantizer.prepare(example_inputs=example, inplace=False)
@@ -202,7 +225,25 @@ def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]], *, 
     prepared.apply(enable_fake_quant)
     with _quiet():
         final = quantizer.finalize(inplace=False)
+    if burst:
+        _float_linears(final, [f"model.model.{m}" for m in BURST_FLOAT_MODULES])
     return final.eval(), len(batches)
+
+
+def _float_linears(net: nn.Module, prefixes: Sequence[str]) -> None:
+    """Plain float ``nn.Linear`` for the QAT linears the quantizer swapped into the non-traceable
+    modules (it swaps them although it leaves those modules unquantized; their fake-quants have
+    no observer, so they could neither run nor be traced)."""
+    for name, module in list(net.named_modules()):
+        if hasattr(module, "weight_fake_quant") and isinstance(module, nn.Linear) \
+                and any(name.startswith(p + ".") for p in prefixes):
+            plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+            with torch.no_grad():
+                plain.weight.copy_(module.weight)
+                if module.bias is not None:
+                    plain.bias.copy_(module.bias)
+            parent, _, child = name.rpartition(".")
+            setattr(net.get_submodule(parent), child, plain)
 
 
 def _activation_fake_quants(prepared: nn.Module) -> list[nn.Module]:
@@ -254,6 +295,8 @@ def _narrow_to_quantiles(prepared: nn.Module, batches: Sequence[Sequence[torch.T
 def _image_inputs(config: ModelConfig):
     import coremltools as ct
 
+    if config.burst is not None:
+        return _burst_inputs(config)
     names, shapes = input_names(config), []
     for view, example in zip(config.views, example_inputs(config)):
         if view.kind == "full":
@@ -266,6 +309,21 @@ def _image_inputs(config: ModelConfig):
                          color_layout=ct.colorlayout.RGB) for name, shape in zip(names, shapes)]
 
 
+def _burst_inputs(config: ModelConfig):
+    """5-D float inputs with flexible batch and frames (an ImageType is one 2-D image)."""
+    import coremltools as ct
+
+    inputs = []
+    for name, view, example in zip(input_names(config), config.views, example_inputs(config)):
+        h, w = (int(d) for d in example.shape[-2:])
+        spatial = ((ct.RangeDim(32, MAX_FULL_SIDE, default=h), ct.RangeDim(32, MAX_FULL_SIDE, default=w))
+                   if view.kind == "full" else (h, w))
+        shape = ct.Shape(shape=(ct.RangeDim(1, MAX_BURST_BATCH, default=1),
+                                ct.RangeDim(2, MAX_BURST_FRAMES, default=config.burst.frames), 3, *spatial))
+        inputs.append(ct.TensorType(name=name, shape=shape, dtype=np.float32))
+    return inputs
+
+
 def _convert(net: nn.Module, config: ModelConfig, precision: str):
     import coremltools as ct
 
@@ -275,7 +333,7 @@ def _convert(net: nn.Module, config: ModelConfig, precision: str):
         traced = torch.jit.trace(wrapped, example)
         try:
             return ct.convert(
-                traced, inputs=_image_inputs(config), outputs=[ct.TensorType(name="score")],
+                traced, inputs=_image_inputs(config), outputs=[ct.TensorType(name=output_name(config))],
                 convert_to="mlprogram", minimum_deployment_target=_target(precision),
                 compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
             )
@@ -295,11 +353,20 @@ def _quantize_weights(mlmodel):
 
 def _describe(mlmodel, config: ModelConfig, metadata: Mapping[str, str]) -> None:
     mlmodel.user_defined_metadata.update(metadata)
-    mlmodel.short_description = f"edge-iqa {config.name}: no-reference image quality, higher is better"
     mlmodel.author = "edge-iqa"
+    low, high = config.score_range
+    if config.burst is not None:
+        mlmodel.short_description = (f"edge-iqa {config.name}: a quality score for every frame of a burst against "
+                                     "its reference (frame 0), higher is better")
+        for name, view in zip(input_names(config), config.views):
+            mlmodel.input_description[name] = (f"(B, T, 3, H, W) float RGB in [0, 1]: view {view.spec()} of each "
+                                               "frame, the reference first (see edge_iqa.preprocessing)")
+        mlmodel.output_description["scores"] = (f"(B, tasks, T) scores in [{low}, {high}], task rows "
+                                                f"{', '.join(config.burst.tasks)}; frame 0's is meaningless")
+        return
+    mlmodel.short_description = f"edge-iqa {config.name}: no-reference image quality, higher is better"
     for name, view in zip(input_names(config), config.views):
         mlmodel.input_description[name] = f"RGB image, view {view.spec()} of the photo (see edge_iqa.preprocessing)"
-    low, high = config.score_range
     mlmodel.output_description["score"] = f"quality score in [{low}, {high}], higher is better"
 
 
@@ -454,6 +521,13 @@ def coreml_batch_fn(path: str | Path):
 
     mlmodel = ct.models.MLModel(str(path))
     names = [i.name for i in mlmodel.get_spec().description.input]
+    if CONFIG_KEY in mlmodel.user_defined_metadata and \
+            ModelConfig.from_json(mlmodel.user_defined_metadata[CONFIG_KEY]).burst is not None:
+        def run_bursts(views: Sequence[np.ndarray]) -> np.ndarray:  # (B, n_tasks, T), one predict per batch
+            feeds = {name: np.ascontiguousarray(v, dtype=np.float32) for name, v in zip(names, views)}
+            return np.asarray(mlmodel.predict(feeds)["scores"], dtype=np.float32)
+
+        return run_bursts
 
     def run(views: Sequence[np.ndarray]) -> np.ndarray:
         scores = []

@@ -25,8 +25,28 @@ def input_names(config: ModelConfig) -> list[str]:
     return [f"view{i}" for i in range(len(config.views))]
 
 
+def output_name(config: ModelConfig) -> str:
+    """``score`` (B,) for a photo model; ``scores`` (B, n_tasks, T) for a burst model (every task's row)."""
+    return "score" if config.burst is None else "scores"
+
+
+def output_contract(config: ModelConfig) -> dict[str, Any]:
+    """The graph output of an export: its name, shape and units (the burst graph contract of
+    :mod:`edge_iqa.burst_model` for a burst model)."""
+    out: dict[str, Any] = {"name": output_name(config), "score_range": list(config.score_range),
+                           "higher_is_better": True}
+    if config.burst is None:
+        return out | {"shape": ["batch"]}
+    return out | {"shape": ["batch", "tasks", "frames"], "tasks": list(config.burst.tasks),
+                  "frames": "dynamic, >= 2 (the same T as the inputs)", "counted_frames": config.burst.frames,
+                  "reference_frame": 0,
+                  "reference_score": "defined but meaningless: the reference is never removed from a burst"}
+
+
 def preprocessing(config: ModelConfig) -> dict[str, Any]:
-    """How an app turns a photo into the inputs: the views, then RGB float [0, 1] NCHW."""
+    """How an app turns a photo (or every frame of a burst) into the inputs: the views, then RGB
+    float [0, 1] NCHW (NTCHW for a burst: T frames, the reference first)."""
+    burst = config.burst is not None
     return {
         "inputs": [
             {"name": name, "view": view.spec(), "size": list(view.size) if view.size else None,
@@ -35,14 +55,13 @@ def preprocessing(config: ModelConfig) -> dict[str, Any]:
         ],
         "color": "RGB",
         "range": [0.0, 1.0],
-        "layout": "NCHW",
+        "layout": "NTCHW (batch, frames, channels, height, width); frame 0 is the reference" if burst else "NCHW",
         "dtype": "float32",
         "normalization": "inside the model (mean/std of the config); feed plain pixels / 255",
         "views_doc": "edge_iqa.views: resize = center-crop to aspect then bilinear resize; "
                      "center_crop = native pixels; fragments = GxG grid, one PxP native patch per cell; "
                      "full = native resolution",
-        "output": {"name": "score", "shape": ["batch"], "score_range": list(config.score_range),
-                   "higher_is_better": True},
+        "output": output_contract(config),
     }
 
 

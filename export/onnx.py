@@ -4,6 +4,14 @@ The graph comes from ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscri
 weights inside the file (``external_data=False``: a deployable artifact is one file), inputs
 ``view0..viewN`` (RGB [0, 1] NCHW, one per view), output ``score`` (B,), and a dynamic batch
 axis. ``full`` views also get dynamic height and width, since they take native pixels.
+
+A burst model (``config.burst``) follows the graph contract of :mod:`edge_iqa.burst_model`:
+inputs (B, T, 3, H, W) per view with B and T dynamic (T from 2 to :data:`MAX_FRAMES`, frame 0
+the reference), one output ``scores`` (B, n_tasks, T) from
+:class:`~edge_iqa.burst_model.AllTaskScores`, task rows in ``config.burst.tasks`` order. The
+example burst is B = 2, T = 4 (torch.export specialises a dimension traced at 0 or 1). The
+wrapper's attribute (``model.``) is taken off the node scopes, so ``--float-layer`` names the
+same module paths (``branches.0.stem``, ``head``) for photo and burst graphs.
 The model config, preprocessing and export settings go into ``metadata_props``
 (see :mod:`export.metadata`).
 """
@@ -23,10 +31,13 @@ from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import IQAModel, example_inputs
 from edge_iqa.outputs import atomic_write
-from export.metadata import artifact_metadata, input_names
+from export.metadata import artifact_metadata, input_names, output_name
 
 DEFAULT_OPSET = 18
 EXAMPLE_BATCH = 2  # torch.export specialises a dimension traced at size 0 or 1
+EXAMPLE_FRAMES = 4  # frames of the example burst (same reason)
+MAX_FRAMES = 64
+SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 
 
 def torch2onnx(model: IQAModel, path: str | Path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
@@ -43,26 +54,43 @@ def torch2onnx(model: IQAModel, path: str | Path, *, opset: int = DEFAULT_OPSET,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().cpu().eval()
-    inputs = example_inputs(config, batch=EXAMPLE_BATCH if dynamic_batch else 1)
-    program = _export_program(model, inputs, opset, _dynamic_shapes(config, dynamic_batch))
+    burst = config.burst is not None
+    inputs = example_inputs(config, batch=EXAMPLE_BATCH if dynamic_batch else 1,
+                            frames=EXAMPLE_FRAMES if burst else None)
+    net = model
+    if burst:
+        from edge_iqa.burst_model import AllTaskScores
+
+        net = AllTaskScores(model).eval()
+    program = _export_program(net, inputs, opset, _dynamic_shapes(config, dynamic_batch))
     settings = {"format": "onnx", "precision": "fp32", "opset": opset, "dynamic_batch": dynamic_batch,
                 "exporter": f"torch.onnx dynamo (torch {torch.__version__})", **dict(export or {})}
+    if burst:
+        settings.update(frames=f"dynamic, 2..{MAX_FRAMES}", tasks=list(config.burst.tasks),
+                        output={"scores": ["batch", "tasks", "frames"]})
     proto = program.model_proto
+    if burst:
+        unwrap_scopes(proto, "model.")
     set_metadata(proto, artifact_metadata(config, settings))
     save_onnx(proto, path, node_scopes=node_scopes)
     return path
 
 
 def _dynamic_shapes(config: ModelConfig, dynamic_batch: bool):
-    if not dynamic_batch and all(v.kind != "full" for v in config.views):
+    if not dynamic_batch and config.burst is None and all(v.kind != "full" for v in config.views):
         return None
     Dim = torch.export.Dim
     batch = Dim("batch", min=1, max=4096) if dynamic_batch else None
+    burst = config.burst is not None
+    lead = 2 if burst else 1  # (B, T, 3, H, W) for a burst: T is dynamic in every burst graph
+    frames = Dim("frames", min=2, max=MAX_FRAMES) if burst else None
     shapes = []
     for i, view in enumerate(config.views):
         axes = {0: batch} if batch is not None else {}
+        if frames is not None:
+            axes[1] = frames
         if view.kind == "full":
-            axes.update({2: Dim(f"height{i}", min=32, max=16384), 3: Dim(f"width{i}", min=32, max=16384)})
+            axes.update({lead + 1: Dim(f"height{i}", min=32, max=16384), lead + 2: Dim(f"width{i}", min=32, max=16384)})
         shapes.append(axes)
     return (tuple(shapes),)  # forward(*views): one positional argument holding every view
 
@@ -77,7 +105,7 @@ def _export_program(model, inputs, opset: int, dynamic_shapes):
             with torch.no_grad():
                 return torch.onnx.export(
                     model, inputs, dynamo=True, external_data=False, opset_version=opset,
-                    input_names=names, output_names=["score"], dynamic_shapes=dynamic_shapes,
+                    input_names=names, output_names=[output_name(model.config)], dynamic_shapes=dynamic_shapes,
                     optimize=True, verbose=False,
                 )
     except Exception as err:  # torch.export raises many types; name the model and keep one line
@@ -96,6 +124,17 @@ def _quiet_loggers():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def unwrap_scopes(proto, prefix: str) -> None:
+    """Take ``prefix`` off every PyTorch module scope in the nodes' debug metadata, in place."""
+    import ast
+
+    for node in proto.graph.node:
+        for prop in node.metadata_props:
+            if prop.key == SCOPE_KEY:
+                scopes = ast.literal_eval(prop.value)
+                prop.value = repr([s[len(prefix):] if s.startswith(prefix) else s for s in scopes])
 
 
 def set_metadata(proto, metadata: Mapping[str, str]) -> None:

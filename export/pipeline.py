@@ -6,6 +6,10 @@ the output folder and returns an :class:`Artifact`: its files, the structural ch
 scores with it — in its own runtime (``ran``) or, where that runtime is missing here, with a
 stand-in that is said to be one (``simulated``). :func:`check_parity` then scores a dataset
 split with the artifact and with the FP32 PyTorch model (:mod:`export.parity`).
+
+Burst models go through the same builders: the graph contract of :mod:`edge_iqa.burst_model`
+((B, T, 3, H, W) views in, (B, n_tasks, T) scores out), calibration on whole bursts and parity
+per burst (:mod:`export.burst`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ def export_model(model: IQAModel, export: ExportConfig, out: str | Path, *, cali
     meta = {"export_config": export.to_dict(), "command": command}
     artifact = get_format(export.format).build_function()(model, export, out, calib, meta)
     artifact.checks.insert(0, mac_check(model, artifact))
+    skipped = _search_check(artifact)
+    if skipped is not None:
+        artifact.checks.append(skipped)
     return artifact
 
 
@@ -154,7 +161,12 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
         search_float_layers,
     )
 
-    reader = ViewCalibrationReader(config, calibration_paths(calib, export.calib_split, export.calib_images))
+    if config.burst is not None:
+        from export.burst import BurstCalibrationReader, calibration_bursts
+
+        reader = BurstCalibrationReader(config, calibration_bursts(calib, export.calib_split, export.calib_images))
+    else:
+        reader = ViewCalibrationReader(config, calibration_paths(calib, export.calib_split, export.calib_images))
     cache = path.with_name(f"calibration_{export.calib_method}.json")
     if cache.exists():
         cache.unlink()  # ranges of an earlier run in this folder may come from other images
@@ -163,7 +175,9 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
     explicit = [p for p in export.float_layers if p != AUTO]
     float_nodes = resolve_float_layers(fp32, explicit)
     search = None
-    if AUTO in export.float_layers:
+    if AUTO in export.float_layers and config.burst is not None:
+        search = {"skipped": BURST_SEARCH_SKIPPED}
+    elif AUTO in export.float_layers:
         found, search = search_float_layers(fp32, reader, flavour=flavour, layout="qdq" if layout == "auto" else layout,
                                             **common)
         float_nodes += [n for n in found if n not in float_nodes]
@@ -172,8 +186,23 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
         choice = {"chosen": "qdq", "reason": "TensorRT accepts QDQ only"}
     else:
         _, choice = quantize_for_cpu(fp32, path, reader, config, layout=layout, float_nodes=float_nodes, **common)
-    return {"int8_flavour": flavour, "int8_layout": choice, "float_layers": list(export.float_layers),
+    info = {"int8_flavour": flavour, "int8_layout": choice, "float_layers": list(export.float_layers),
             "float_nodes": len(float_nodes), "float_search": search, "calib_images": reader.images, "_cache": cache}
+    if config.burst is not None:
+        info["calib_bursts"] = reader.n_bursts
+    return info
+
+
+BURST_SEARCH_SKIPPED = ("--float-layer auto is not run for burst models: its agreement measure is Spearman over "
+                        "every image's one score, while a burst artifact is judged per burst (reference frame left "
+                        "out); name the stages to keep in float with --float-layer instead")
+
+
+def _search_check(artifact: "Artifact") -> Check | None:
+    search = artifact.info.get("float_search")
+    if isinstance(search, dict) and "skipped" in search:
+        return Check("float_layer_search", SKIPPED, None, {}, search["skipped"])
+    return None
 
 
 def _ort_runner(path: Path) -> BatchFn:
@@ -187,7 +216,8 @@ def _ort_runner(path: Path) -> BatchFn:
 
 def build_tensorrt(model: IQAModel, export: ExportConfig, out: Path, calib, meta: dict) -> Artifact:
     from export.tensorrt import (
-        check_tensorrt_graph, onnx2trt, tensorrt_available, trt_batch_fn, write_build_script, write_sidecar,
+        check_tensorrt_graph, onnx2trt, optimisation_profile, tensorrt_available, trt_batch_fn, write_build_script,
+        write_sidecar,
     )
 
     suffix = "int8_qdq" if export.precision == "int8" else export.precision
@@ -199,7 +229,7 @@ def build_tensorrt(model: IQAModel, export: ExportConfig, out: Path, calib, meta
     checks = [Check("tensorrt_rules", RAN, rules.ok, rules.to_dict(),
                     "QDQ rules and operator support checked on the ONNX graph")]
     settings = {**meta, "format": "tensorrt", "precision": export.precision, "onnx": graph.name,
-                "strongly_typed": True}
+                "strongly_typed": True, "optimisation_profile": optimisation_profile(model.config)}
     sidecar = write_sidecar(engine, artifact_metadata(model.config, settings))
     script = write_build_script(out / "build_engine.sh", graph.name, engine.name, model.config,
                                 precision=export.precision, rules_ok=rules.ok)
@@ -231,10 +261,15 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
     path = out / f"model_{export.precision}.mlpackage"
     info: dict[str, Any] = {}
     calibrated = None
+    config = model.config
+    if config.burst is not None:  # the burst graph contract: every task's (B, n_tasks, T) scores
+        from edge_iqa.burst_model import AllTaskScores
+
+        model = AllTaskScores(model).eval()
     if export.precision == "int8":
-        batches = list(_calib_tensors(model.config, export, calib))
+        batches = list(_calib_tensors(config, export, calib))
         calibrated, _ = calibrate_w8a8(model, batches, method=export.calib_method, percentile=export.percentile)
-        info["calib_images"] = sum(len(b[0]) for b in batches)
+        info["calib_images"] = sum(int(np.prod(b[0].shape[:-3])) for b in batches)  # frames for bursts
         meta = {**meta, "calib_images": info["calib_images"]}
     torch2coreml(model, path, precision=export.precision, calibrated=calibrated, export=meta)
     net, readback = readback_model(model, path, into=calibrated)
@@ -248,7 +283,7 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
         example = runner([v.numpy() for v in example_inputs(model.config, batch=1)])
         checks.append(Check("coreml_predict", RAN, bool(np.all(np.isfinite(example))), {"example_score": example.tolist()},
                             "CoreML predicted on this Mac"))
-        return Artifact(export, model.config, path, [path], runner, RAN, "CoreML on macOS", checks=checks, info=info)
+        return Artifact(export, config, path, [path], runner, RAN, "CoreML on macOS", checks=checks, info=info)
     checks.append(Check("coreml_predict", SKIPPED, None, {}, "CoreML prediction needs macOS"))
     if export.precision != "fp32":
         round_activations_to_fp16(net)
@@ -257,12 +292,26 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
            + (", every layer's output rounded to FP16" if export.precision != "fp32" else ", FP32"))
     from edge_iqa.scoring import torch_batch_fn
 
-    return Artifact(export, model.config, path, [path], torch_batch_fn(net), SIMULATED, how, checks=checks, info=info)
+    if config.burst is not None:  # net is the AllTaskScores wrapper (or its W8A8 fx graph): (B, n_tasks, T)
+        from export.burst import module_batch_fn
+
+        runner = module_batch_fn(net)
+    else:
+        runner = torch_batch_fn(net)
+    return Artifact(export, config, path, [path], runner, SIMULATED, how, checks=checks, info=info)
 
 
 def _calib_tensors(config: ModelConfig, export: ExportConfig, calib) -> Iterator[tuple[torch.Tensor, ...]]:
     from edge_iqa.scoring import iter_view_batches
     from export.quantize import calibration_paths
+
+    if config.burst is not None:  # whole bursts, (B, T, 3, H, W) per view
+        from export.burst import burst_batches, calibration_bursts
+
+        for done, views, _ in burst_batches(calibration_bursts(calib, export.calib_split, export.calib_images), config):
+            if done:
+                yield tuple(torch.from_numpy(v) for v in views)
+        return
 
     paths = calibration_paths(calib, export.calib_split, export.calib_images)
     for views, done, _ in iter_view_batches(paths, config, batch_size=8):
@@ -290,7 +339,8 @@ def mac_check(model: IQAModel, artifact: Artifact) -> Check:
         else:
             from profiling.onnx_macs import count_onnx_macs
 
-            graph_macs = count_onnx_macs(static_for_counting(artifact.graph, model.config))
+            frames = model.config.burst.frames if model.config.burst is not None else None
+            graph_macs = count_onnx_macs(static_for_counting(artifact.graph, model.config), frames=frames)
             what = f"ONNX graph {artifact.graph.name} (profiling.onnx_macs)"
     except EdgeIQAError as err:
         sibling = (artifact.info.get("int8_layout") or {}).get("qdq_layout_macs")
@@ -308,18 +358,24 @@ def static_for_counting(path: Path, config: ModelConfig):
     import onnx
 
     proto = onnx.load(str(path))
+    lead = 1 if config.burst is None else 2  # (B, T, 3, H, W) burst inputs
     for graph_input, view in zip(proto.graph.input, config.views):
         if view.kind != "full":
             continue
         dims = graph_input.type.tensor_type.shape.dim
-        for axis, size in ((2, config.source_size[0]), (3, config.source_size[1])):
+        for axis, size in ((lead + 1, config.source_size[0]), (lead + 2, config.source_size[1])):
             dims[axis].Clear()
             dims[axis].dim_value = int(size)
     return proto
 
 
-def reference_scores(model: IQAModel, data: str | Path, split: str = "test", batch_size: int = 8) -> list:
-    """The FP32 PyTorch model's ``ScoreResult`` rows for ``split`` (reusable across artifacts)."""
+def reference_scores(model: IQAModel, data: str | Path, split: str = "test", batch_size: int = 8):
+    """The FP32 PyTorch model's ``ScoreResult`` rows for ``split`` (reusable across artifacts);
+    for a burst model ``{burst: (n_tasks, T) scores}`` (:func:`export.burst.burst_reference_scores`)."""
+    if model.config.burst is not None:
+        from export.burst import burst_reference_scores
+
+        return burst_reference_scores(model, data, split, batch_size)
     from edge_iqa.data.manifest import read_manifest
     from edge_iqa.scoring import Scorer, torch_batch_fn
 
@@ -335,6 +391,9 @@ def check_parity(artifact: Artifact, model: IQAModel, data: str | Path, *, split
     ``reference``: the model's rows from :func:`reference_scores`, when already computed.
     Returns the parity report (what ``parity.json`` holds) and all checks, structural ones included.
     """
+    if model.config.burst is not None:
+        return check_burst_parity(artifact, model, data, split=split, thresholds=thresholds, batch_size=batch_size,
+                                  reference=reference)
     from edge_iqa.data.manifest import read_manifest
     from edge_iqa.scoring import Scorer
 
@@ -359,6 +418,34 @@ def check_parity(artifact: Artifact, model: IQAModel, data: str | Path, *, split
                                  reason=artifact.runner_note, thresholds=thresholds))
     report = _report(artifact, data, split, checks, thresholds)
     report["failed_images"] = len(records) - len(rows)
+    return report, checks
+
+
+def check_burst_parity(artifact: Artifact, model: IQAModel, data: str | Path, *, split: str = "test",
+                       thresholds: Thresholds = THRESHOLDS, batch_size: int = 8,
+                       reference: dict | None = None) -> tuple[dict[str, Any], list[Check]]:
+    """:func:`check_parity` of a burst artifact on the bursts of ``split`` (see :mod:`export.burst`)."""
+    from export.burst import burst_accuracy_check, read_bursts, score_bursts, truth_r0
+
+    bursts = read_bursts(data, split)
+    if reference is None:
+        reference = reference_scores(model, data, split, batch_size)
+    if set(reference) - {b.name for b in bursts}:
+        raise EdgeIQAError("reference scores were computed on other bursts than the check split")
+    checks = list(artifact.checks)
+    if artifact.runner is None:
+        checks.append(Check("accuracy", SKIPPED, None, {}, artifact.runner_note))
+        return _report(artifact, data, split, checks, thresholds), checks
+    got = score_bursts(artifact.runner, model.config, bursts, batch_size)
+    both = [b.name for b in bursts if b.name in reference and b.name in got]
+    if not both:
+        raise EdgeIQAError(f"{data}: no burst of split {split!r} could be scored by both models")
+    truth = (truth_r0(reference, data, split, model.config), truth_r0(got, data, split, model.config))
+    checks.append(burst_accuracy_check(artifact.export.precision, reference, got, model.config,
+                                       status=artifact.runner_status, reason=artifact.runner_note,
+                                       thresholds=thresholds, truth=truth))
+    report = _report(artifact, data, split, checks, thresholds)
+    report["failed_bursts"] = len(bursts) - len(both)
     return report, checks
 
 

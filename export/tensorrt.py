@@ -8,6 +8,11 @@ drops ``--int8/--fp16``, so QDQ is the lasting path (NVIDIA TensorRT developer g
 with Quantized Types"). :func:`check_tensorrt_graph` verifies those rules and the operator set
 (onnx-tensorrt ``docs/operators.md``) on the graph itself, so a graph that TensorRT would
 reject is caught on a machine without a GPU.
+
+A burst graph ((B, T, 3, H, W) per view, ``scores`` (B, n_tasks, T) out; see
+:mod:`edge_iqa.burst_model`) gets 5-D optimisation profiles: B from 1 to the max batch, T from
+2 (a reference and one frame) to :data:`MAX_PROFILE_FRAMES`, optimised for the config's
+``burst.frames``; DLA builds are static at batch 1 and ``burst.frames``.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import numpy as np
 
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
-from export.metadata import input_names
+from edge_iqa.onnx_runtime import CONFIG_KEY
+from export.metadata import input_names, output_name
 
 MIN_OPSET = 13
 MAX_OPSET = 20  # TensorRT 10 parses ONNX opsets up to 20 (onnx-tensorrt README)
 DEFAULT_MAX_BATCH = 16
+MAX_PROFILE_FRAMES = 16  # the longest burst of the engine's profile (phones shoot 8-14 frames)
 
 # ONNX ops the TensorRT ONNX parser supports (onnx-tensorrt docs/operators.md, TensorRT 8.5
 # table, plus LayerNormalization and GroupNormalization added in TensorRT 8.6 / 10). Ops marked
@@ -182,13 +189,28 @@ def _check_qdq_node(node, consts, producers, consumers, report: TensorRTCheck) -
 
 
 def _shape_ranges(config: ModelConfig, max_batch: int, dynamic_batch: bool = True) -> list[tuple[str, tuple, tuple, tuple]]:
-    """(input name, min, opt, max) shapes; full views are fixed at the config's source size."""
+    """(input name, min, opt, max) shapes; full views are fixed at the config's source size.
+
+    A burst model's inputs are (B, T, 3, H, W): T from 2 to :data:`MAX_PROFILE_FRAMES`, optimised
+    at ``burst.frames`` (static at ``burst.frames`` without a dynamic batch, for DLA).
+    """
     ranges = []
     for name, view in zip(input_names(config), config.views):
         h, w = view.output_size(config.source_size)
         low, high = (1, max_batch) if dynamic_batch else (1, 1)
-        ranges.append((name, (low, 3, h, w), (1, 3, h, w), (high, 3, h, w)))
+        if config.burst is None:
+            ranges.append((name, (low, 3, h, w), (1, 3, h, w), (high, 3, h, w)))
+            continue
+        t = config.burst.frames
+        t_low, t_high = (2, max(MAX_PROFILE_FRAMES, t)) if dynamic_batch else (t, t)
+        ranges.append((name, (low, t_low, 3, h, w), (1, t, 3, h, w), (high, t_high, 3, h, w)))
     return ranges
+
+
+def optimisation_profile(config: ModelConfig, max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, dict[str, list[int]]]:
+    """The engine's optimisation profile per input, ``{name: {min, opt, max}}`` (for its sidecar)."""
+    return {name: {"min": list(low), "opt": list(opt), "max": list(high)}
+            for name, low, opt, high in _shape_ranges(config, max_batch)}
 
 
 def onnx2trt(onnx_path: str | Path, engine_path: str | Path, config: ModelConfig, *,
@@ -231,7 +253,11 @@ def onnx2trt(onnx_path: str | Path, engine_path: str | Path, config: ModelConfig
 
 
 def trt_batch_fn(engine_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH):
-    """A Scorer batch function running the engine on the GPU (inputs in chunks of ``max_batch``)."""
+    """A Scorer batch function running the engine on the GPU (inputs in chunks of ``max_batch``).
+
+    Photo engines give (N,) scores; burst engines (their sidecar's config has ``burst``) the
+    (N, n_tasks, T) ``scores`` of the burst graph contract.
+    """
     import tensorrt as trt
     import torch
 
@@ -242,6 +268,8 @@ def trt_batch_fn(engine_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH):
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    config = ModelConfig.from_dict(read_sidecar(engine_path)[CONFIG_KEY])
+    output, burst = output_name(config), config.burst is not None
 
     def run_chunk(views: Sequence[np.ndarray]) -> np.ndarray:
         stream = torch.cuda.current_stream()
@@ -251,12 +279,13 @@ def trt_batch_fn(engine_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH):
             context.set_input_shape(name, tuple(tensor.shape))
             context.set_tensor_address(name, tensor.data_ptr())
             keep.append(tensor)
-        out = torch.empty(tuple(context.get_tensor_shape("score")), dtype=torch.float32, device="cuda")
-        context.set_tensor_address("score", out.data_ptr())
+        out = torch.empty(tuple(context.get_tensor_shape(output)), dtype=torch.float32, device="cuda")
+        context.set_tensor_address(output, out.data_ptr())
         if not context.execute_async_v3(stream.cuda_stream):
             raise EdgeIQAError(f"{engine_path}: TensorRT execution failed")
         stream.synchronize()
-        return out.cpu().numpy().reshape(-1)
+        scores = out.cpu().numpy()
+        return scores if burst else scores.reshape(-1)
 
     def run(views: Sequence[np.ndarray]) -> np.ndarray:
         n = len(views[0])
@@ -295,11 +324,16 @@ def write_build_script(path: str | Path, onnx_name: str, engine_name: str, confi
     cmds = trtexec_commands(onnx_name, engine_name, config)
     quote = lambda argv: " \\\n      ".join(shlex.quote(a) for a in argv)  # noqa: E731
     verdict = "passed" if rules_ok else "FAILED (see export.json; expect trtexec to reject it)"
+    burst = "" if config.burst is None else (
+        f"# Burst graph: inputs (B, T, 3, H, W), frame 0 the reference; output scores (B, "
+        f"{len(config.burst.tasks)} tasks: {', '.join(config.burst.tasks)}, T).\n"
+        f"# Profile: B 1..{DEFAULT_MAX_BATCH}, T 2..{max(MAX_PROFILE_FRAMES, config.burst.frames)} "
+        f"(optimised at T = {config.burst.frames}); DLA: static 1 x {config.burst.frames} frames.\n")
     text = f"""#!/usr/bin/env bash
 # Build the TensorRT engine of {config.name} ({precision}) on the target (JetPack 6 / TensorRT 10).
 # Written by `edge-iqa export --format tensorrt`; the ONNX graph {onnx_name}
 # {verdict} edge-iqa's TensorRT rule check (QDQ rules, operator support).
-# Usage: ./build_engine.sh [gpu|dla]   (default gpu). Keep {Path(engine_name).name}.json next to
+{burst}# Usage: ./build_engine.sh [gpu|dla]   (default gpu). Keep {Path(engine_name).name}.json next to
 # the engine: it carries the model config and preprocessing for `edge-iqa score`.
 set -euo pipefail
 cd "$(dirname "$0")"
