@@ -10,6 +10,12 @@ photos at ``--max-side`` (256 by default, so that teacher and student train in a
 of an hour on two CPU cores) and scales both presets' views by ``max_side / 512``, the setting
 ``benchmarks/distill_synth.py`` measures (there with more teacher epochs, pseudo-labels and
 three seeds).
+
+Both models start from ImageNet weights wherever these can be had without a download: the
+local weights folder (``--weights-dir`` or ``EDGE_IQA_WEIGHTS``, files named by timm model),
+then timm's hub cache; otherwise from random init, so the demo runs offline. Where resnet18
+(demo-teacher) has none but mobilenetv2_100 has, the teacher is ``demo-teacher-mobilenetv2``
+(the same views, about a sixth of the MACs). The summary says which weights each model used.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ from __future__ import annotations
 import argparse
 
 PRESET_SIDE = 512  # the longer photo side the demo presets' views are made for
+TEACHERS = ("demo-teacher", "demo-teacher-mobilenetv2")  # in order of preference, the first with ImageNet weights
 HELP = ("run the whole path on the embedded data: synth data -> train a teacher -> distill a student -> "
         "evaluate -> score")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_iqa.commands.common import model_name
+
     parser.add_argument("--out", default="runs/demo", help="folder for the data, the runs and the summary")
     parser.add_argument("--epochs", type=int, default=30, help="student epochs")
     parser.add_argument("--teacher-epochs", type=int, default=6, help="teacher epochs (when the demo trains it)")
@@ -34,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-side", type=int, default=256,
                         help=f"longer side of the synthetic photos; the presets' views scale by MAX_SIDE/{PRESET_SIDE}")
+    parser.add_argument("--student", default="demo-student", type=model_name,
+                        help="student preset (default demo-student; e.g. demo-student-mobilenetv2)")
+    parser.add_argument("--weights-dir", metavar="DIR",
+                        help="folder of ImageNet weights named by timm model (default: $EDGE_IQA_WEIGHTS); the "
+                             "hub cache is looked at too, nothing is downloaded")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -49,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_iqa.commands.distill import DEFAULT_LOSSES
     from edge_iqa.data.manifest import read_manifest
     from edge_iqa.data.synth import build_synth_dataset
+    from edge_iqa.pretrained import available_weights
     from edge_iqa.outputs import atomic_write_text
     from edge_iqa.scoring import load
     from profiling.budget import ensure_within_budget
@@ -68,20 +83,23 @@ def run(args: argparse.Namespace) -> int:
         say(f"[1/5] building the synthetic dataset in {data}")
         build_synth_dataset(data, seed=args.seed, max_side=max_side)
 
-    teacher_path, teacher_test = _teacher(args, data, out, max_side, progress, say)
+    teacher_path, teacher_test, teacher_name, teacher_weights = _teacher(args, data, out, max_side, progress, say)
 
-    student = scaled_preset("demo-student", max_side)
+    student = scaled_preset(args.student, max_side).replace(role="student")
     ensure_within_budget(student)
-    say(f"[3/5] distilling demo-student (views {' + '.join(v.spec() for v in student.views)}) from {teacher_path}")
+    student_weights = available_weights(student.backbone, args.weights_dir)
+    say(f"[3/5] distilling {student.name} (views {' + '.join(v.spec() for v in student.views)}; initial weights: "
+        f"{weights_line(student_weights, student.backbone)}) from {teacher_path}")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, num_workers=args.workers,
                          losses=parse_loss_terms(args.loss or DEFAULT_LOSSES))
-    summary = distill(student, data, out / "student", config, teacher_path, progress=progress)
+    summary = distill(student, data, out / "student", config, teacher_path, progress=progress,
+                      init_weights=student_weights)
 
     say("[4/5] test split of the best checkpoints")
     test = summary.get("test", {})
-    rows = [("demo-student (distilled)", test.get("srcc"), test.get("plcc"), test.get("n"))]
+    rows = [(f"{student.name} (distilled)", test.get("srcc"), test.get("plcc"), test.get("n"))]
     if teacher_test:
-        rows.insert(0, ("demo-teacher", teacher_test.get("srcc"), teacher_test.get("plcc"), teacher_test.get("n")))
+        rows.insert(0, (teacher_name, teacher_test.get("srcc"), teacher_test.get("plcc"), teacher_test.get("n")))
     say(format_table(("model", "SRCC", "PLCC", "n"), rows))
 
     say("[5/5] scoring a few test photos with the student")
@@ -94,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = {"data": str(data), "teacher": str(teacher_path), "teacher_test": teacher_test,
               "checkpoint": str(out / "student" / "best.pt"), "losses": [list(t) for t in config.losses],
-              "test": test, "best_val_srcc": summary["best_val_srcc"], "train_seconds": summary["train_seconds"],
+              "test": test, "best_val_srcc": summary["best_val_srcc"],
+              "init_weights": {"teacher": teacher_weights, "student": student_weights.to_dict()}, "train_seconds": summary["train_seconds"],
               "total_seconds": round(time.time() - started, 1),
               "scored": [{"path": r.path, "label": rec.score, "score": r.score} for r, rec in zip(scored, records)]}
     atomic_write_text(out / "summary.json", json.dumps(result, indent=2))
@@ -106,25 +125,54 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _teacher(args: argparse.Namespace, data, out, max_side: int, progress: bool, say):
-    """The teacher to distill from, and its test metrics when the demo trained it."""
+    """The teacher to distill from, its test metrics when the demo trained it, its name and its
+    initial weights (a WeightSource dict; None where the demo did not train it)."""
     import json
 
     from distill.trainer import TrainConfig, train
+    from edge_iqa.checkpoint import read_checkpoint
 
     if args.teacher:
         say(f"[2/5] using the teacher {args.teacher}")
-        return args.teacher, {}
+        return args.teacher, {}, "teacher", None
     run = out / "teacher"
     if (run / "metrics.json").is_file() and (run / "best.pt").is_file():
-        say(f"[2/5] reusing the trained demo-teacher in {run}")
-        return run / "best.pt", json.loads((run / "metrics.json").read_text()).get("test", {})
-    teacher = scaled_preset("demo-teacher", max_side)
+        recorded = read_checkpoint(run / "best.pt")
+        name, source = recorded["config"].name, recorded["init_weights"]
+        say(f"[2/5] reusing the trained demo-teacher in {run} ({name})")
+        return (run / "best.pt", json.loads((run / "metrics.json").read_text()).get("test", {}), name,
+                source.to_dict() if source else None)
+    teacher, source = demo_teacher(max_side, args.weights_dir)
     views = " + ".join(v.spec() for v in teacher.views)
-    say(f"[2/5] training demo-teacher ({args.teacher_epochs} epochs, views {views})")
+    say(f"[2/5] training {teacher.name} ({args.teacher_epochs} epochs, views {views}; initial weights: "
+        f"{weights_line(source, teacher.backbone)})")
     config = TrainConfig(epochs=args.teacher_epochs, batch_size=args.batch_size, seed=args.seed,
                          num_workers=args.workers)
-    summary = train(teacher, data, run, config, resume=(run / "last.pt").is_file(), progress=progress)
-    return run / "best.pt", summary.get("test", {})
+    summary = train(teacher, data, run, config, resume=(run / "last.pt").is_file(), progress=progress,
+                    init_weights=source)
+    return run / "best.pt", summary.get("test", {}), teacher.name, source.to_dict()
+
+
+def demo_teacher(max_side: int, weights_dir=None):
+    """The first of :data:`TEACHERS` whose backbone has ImageNet weights at hand (else
+    demo-teacher from random init), scaled for ``max_side``, and its WeightSource."""
+    from edge_iqa.pretrained import RANDOM_INIT, available_weights
+
+    choices = [scaled_preset(name, max_side) for name in TEACHERS]
+    for config in choices:
+        source = available_weights(config.backbone, weights_dir)
+        if source.kind != "random":
+            return config, source
+    return choices[0], RANDOM_INIT
+
+
+def weights_line(source, backbone: str) -> str:
+    """What the demo prints about a model's initial weights."""
+    from edge_iqa.pretrained import WEIGHTS_ENV
+
+    if source.kind == "random":
+        return f"random init (no {backbone} ImageNet weights in --weights-dir/{WEIGHTS_ENV} or the hub cache)"
+    return source.describe()
 
 
 def scaled_preset(name: str, max_side: int):
