@@ -300,3 +300,20 @@ def test_shared_development_weights_load_completely(hub):
                                          source), state)
     model = import_nima(find_nima_file(SHARED))
     assert weight_source_of(model.config).sha256.startswith("bf92fa17f65b0345")  # the README's sha256
+
+
+def test_distill_teacher_nima_from_the_weights_folder(tiny_synth, tiny_student, tmp_path, monkeypatch, capsys):
+    (tmp_path / "w").mkdir()
+    save_nima_weights(tmp_path / "w" / "nima.pth")
+    argv = ["distill", "--teacher", "nima", "--student", "demo-student", "--view", "resize:32x32",
+            "--data", str(tiny_synth), "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8",
+            "--workers", "0", "--quiet", "--json"]
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    assert main(argv) == 2
+    assert "--teacher nima: no NIMA weights" in capsys.readouterr().err
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "w"))
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["teacher"]["model"] == "nima" and summary["init_weights"] == RANDOM_INIT.to_dict()
+    teacher = read_checkpoint(tmp_path / "run" / "teacher_nima.pt")
+    assert teacher["init_weights"].sha256 == file_sha256(tmp_path / "w" / "nima.pth")
