@@ -223,6 +223,14 @@ def burst_agreement(reference: dict[str, np.ndarray], test: dict[str, np.ndarray
     }
 
 
+def outputs_agreement(reference: Sequence[np.ndarray], test: Sequence[np.ndarray]) -> float:
+    """Mean per-burst Spearman (worst task) between two graphs' (B, n_tasks, T) outputs of the same batches."""
+    ref = {(b, i): r for b, batch in enumerate(reference) for i, r in enumerate(batch)}
+    got = {(b, i): g for b, batch in enumerate(test) for i, g in enumerate(batch)}
+    tasks = [str(m) for m in range(next(iter(ref.values())).shape[0])]
+    return burst_agreement(ref, got, tasks)["mean_burst_spearman"]
+
+
 def truth_r0(scores: dict[str, np.ndarray], data: str | Path, split: str, config: ModelConfig) -> dict[str, float]:
     """R0 (mean per-burst SRCC with ties) of the scores against each task's targets, where the data has them."""
     from edge_iqa.burst_eval import BurstEvalSet, rank_metrics

@@ -72,9 +72,6 @@ def export_model(model: IQAModel, export: ExportConfig, out: str | Path, *, cali
     meta = {"export_config": export.to_dict(), "command": command}
     artifact = get_format(export.format).build_function()(model, export, out, calib, meta)
     artifact.checks.insert(0, mac_check(model, artifact))
-    skipped = _search_check(artifact)
-    if skipped is not None:
-        artifact.checks.append(skipped)
     return artifact
 
 
@@ -175,11 +172,9 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
     explicit = [p for p in export.float_layers if p != AUTO]
     float_nodes = resolve_float_layers(fp32, explicit)
     search = None
-    if AUTO in export.float_layers and config.burst is not None:
-        search = {"skipped": BURST_SEARCH_SKIPPED}
-    elif AUTO in export.float_layers:
+    if AUTO in export.float_layers:
         found, search = search_float_layers(fp32, reader, flavour=flavour, layout="qdq" if layout == "auto" else layout,
-                                            **common)
+                                            burst=config.burst is not None, **common)
         float_nodes += [n for n in found if n not in float_nodes]
     if flavour == "tensorrt":
         quantize_onnx(fp32, path, reader, flavour="tensorrt", layout="qdq", float_nodes=float_nodes, **common)
@@ -193,16 +188,6 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
     return info
 
 
-BURST_SEARCH_SKIPPED = ("--float-layer auto is not run for burst models: its agreement measure is Spearman over "
-                        "every image's one score, while a burst artifact is judged per burst (reference frame left "
-                        "out); name the stages to keep in float with --float-layer instead")
-
-
-def _search_check(artifact: "Artifact") -> Check | None:
-    search = artifact.info.get("float_search")
-    if isinstance(search, dict) and "skipped" in search:
-        return Check("float_layer_search", SKIPPED, None, {}, search["skipped"])
-    return None
 
 
 def _ort_runner(path: Path) -> BatchFn:

@@ -460,7 +460,8 @@ def layer_groups(onnx_path: str | Path) -> dict[str, list[str]]:
 def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *, flavour: str, layout: str = "qdq",
                         method: str = "minmax", percentile: float = 99.999, cache: str | Path,
                         target: float = 0.995, max_groups: int = 8,
-                        max_float_mac_share: float = MAX_FLOAT_MAC_SHARE) -> tuple[list[str], dict[str, Any]]:
+                        max_float_mac_share: float = MAX_FLOAT_MAC_SHARE, burst: bool = False,
+                        ) -> tuple[list[str], dict[str, Any]]:
     """Greedily leave the stages that cost most accuracy in float until INT8 agrees with FP32.
 
     Agreement is Spearman(FP32 scores, INT8 scores) on the calibration images themselves: it
@@ -470,6 +471,10 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
     the graph's MACs (an "INT8" model must keep most of its work in INT8; without this cap the
     search can end with every stage in float). Returns the node names and a record of the search,
     whose ``reached`` says whether the target was met.
+
+    ``burst``: the graph is a burst model's ((B, n_tasks, T) scores of whole calibration bursts);
+    agreement is then what its parity check measures, the mean per-burst Spearman against FP32
+    with the reference frame left out (worst task; :func:`export.burst.burst_agreement`).
     """
     import tempfile
 
@@ -480,7 +485,14 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
         calibrate(fp32_path, reader, cache, method=method, percentile=percentile)
     batches = list(reader)
 
-    reference = graph_scores(fp32_path, batches)
+    if burst:
+        from export.burst import outputs_agreement
+
+        reference_outputs = graph_outputs(fp32_path, batches)
+        measure = lambda path: outputs_agreement(reference_outputs, graph_outputs(path, batches))  # noqa: E731
+    else:
+        reference = graph_scores(fp32_path, batches)
+        measure = lambda path: float(srcc(graph_scores(path, batches), reference))  # noqa: E731
     groups = layer_groups(fp32_path)
     macs = group_macs(fp32_path, groups)
     total = sum(macs.values()) or 1
@@ -488,7 +500,7 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
         def agreement(nodes: list[str]) -> float:
             path = quantize_onnx(fp32_path, Path(tmp) / "trial.onnx", None, flavour=flavour, layout=layout,
                                  method=method, percentile=percentile, float_nodes=nodes, cache=cache)
-            return float(srcc(graph_scores(path, batches), reference))
+            return measure(path)
 
         chosen: list[str] = []
         current = agreement([])
@@ -512,6 +524,14 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
                    "images": sum(len(next(iter(b.values()))) for b in batches), "history": history}
 
 
+def graph_outputs(path: str | Path, batches: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """The first output of an ONNX graph in ONNX Runtime for each input batch, as it comes."""
+    from edge_iqa.onnx_runtime import onnx_session
+
+    session = onnx_session(path)
+    return [session.run(None, batch)[0] for batch in batches]
+
+
 def graph_scores(path: str | Path, batches: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
     """Scores of an ONNX graph in ONNX Runtime for input batches (feeds by input name), in order."""
     from edge_iqa.onnx_runtime import onnx_session
@@ -525,7 +545,7 @@ def group_macs(onnx_path: str | Path, groups: dict[str, list[str]]) -> dict[str,
     from profiling.onnx_macs import onnx_macs_by_node
 
     try:
-        by_node = onnx_macs_by_node(onnx_path)
+        by_node = onnx_macs_by_node(onnx_path, frames=_counted_frames(Path(onnx_path)))  # burst graphs at burst.frames
     except EdgeIQAError:
         by_node = {}
     return {g: sum(by_node.get(n, 0) for n in nodes) for g, nodes in groups.items()}
