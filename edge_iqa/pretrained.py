@@ -10,7 +10,9 @@ variable) where files are named by timm model name: ``<name>.safetensors``, ``<n
 (``.pt``, ``.bin``) or with a tag, ``<name>.<tag>.pth`` (``mobilenetv2_100.imagenet.pth``).
 Weights made for a twin architecture with the same keys are found too
 (:data:`TWIN_WEIGHTS`: ``tf_efficientnet_lite0`` weights load into ``efficientnet_lite0``).
-``--weights FILE`` names one file.
+``--weights FILE`` names one file. With hub or folder weights the model normalises its inputs
+as timm's ``pretrained_cfg`` of the weights says (0.5/0.5 for a TensorFlow port, where the
+presets default to ImageNet statistics); the config records it.
 
 Where the weights came from is a :class:`WeightSource`, stored in the model config's
 ``extra["init_weights"]`` and so in every checkpoint and exported artifact. Offline, the hub
@@ -92,8 +94,25 @@ def weight_source_of(config) -> WeightSource | None:
 
 
 def with_weight_source(config, source: WeightSource):
-    """``config`` recording ``source`` as its initial weights."""
-    return config.replace(extra={**config.extra, EXTRA_KEY: source.to_dict()})
+    """``config`` recording ``source`` as its initial weights, and normalising its inputs as
+    those weights were trained (:func:`expected_normalisation`)."""
+    config = config.replace(extra={**config.extra, EXTRA_KEY: source.to_dict()})
+    expected = expected_normalisation(source, config.backbone)
+    return config.replace(mean=expected[0], std=expected[1]) if expected else config
+
+
+def expected_normalisation(source: WeightSource, backbone: str) -> tuple[tuple, tuple] | None:
+    """(mean, std) the weights were trained with, from timm's ``pretrained_cfg`` of the model
+    they were made for: ImageNet statistics for most, 0.5/0.5 for the TensorFlow ports
+    (``tf_efficientnet_lite0``). None where unknown (random init, a file named by ``--weights``)."""
+    if source.kind == "random" or (source.kind == "file" and source.found_by in ("--weights", "nima import")):
+        return None
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(source.made_for or backbone)
+    if cfg is None or cfg.mean is None or cfg.std is None:
+        return None
+    return tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -97,6 +97,10 @@ def test_tf_efficientnet_lite0_weights_load_into_efficientnet_lite0(tmp_path, hu
     assert source.made_for == "tf_efficientnet_lite0"
     model = build_model(get_preset("demo-student-efficientnet-lite0"), source)
     assert_branches_hold(model, state)
+    # the TensorFlow port was trained on pixels in [-1, 1]: the model normalises as its weights need
+    assert model.config.mean == (0.5, 0.5, 0.5) and model.config.std == (0.5, 0.5, 0.5)
+    assert model.mean.flatten().tolist() == [0.5, 0.5, 0.5]
+    assert build_model(get_preset("demo-student-efficientnet-lite0")).config.mean == (0.485, 0.456, 0.406)
     assert len([k for k in model.branches[0].state_dict() if not k.endswith("num_batches_tracked")]) == 240
 
 
