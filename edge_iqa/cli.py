@@ -27,6 +27,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("evaluate", "edge_iqa.commands.evaluate"),
     ("score", "edge_iqa.commands.score"),
     ("burst", "edge_iqa.commands.burst"),
+    ("import-teacher", "edge_iqa.commands.import_teacher"),
     ("presets", "edge_iqa.commands.presets"),
     ("profile", "profiling.command"),
     ("export", "export.command"),

@@ -1,4 +1,7 @@
-"""Every registered preset exports to ONNX (checked in ONNX Runtime) and converts to CoreML.
+"""Every registered preset architecture exports to ONNX (checked in ONNX Runtime) and converts to CoreML.
+
+Presets that share backbone and head (``architecture``) differ only in views, sizes and widths,
+so one of them stands for all; the chosen ones still cover every view kind of every preset.
 
 The models are the presets' own architectures (backbone, feature levels, branches, head) with
 the views shrunk to tiny sizes of the same kind and aspect (``tiny_views``), so the test stays
@@ -48,10 +51,30 @@ def _inputs(config: ModelConfig, batch: int, seed: int) -> tuple[torch.Tensor, .
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module", params=sorted(n for n, c in PRESETS.items() if c.burst is None))  # burst export: issue 13
+def architecture(config: ModelConfig) -> tuple:
+    """What fixes the exported graph's operators: presets equal in this differ only in views, sizes and widths."""
+    return config.backbone, config.to_dict().get("head", "mlp")
+
+
+def one_preset_per_architecture() -> list[str]:
+    first: dict[tuple, str] = {}
+    for name in sorted(PRESETS):
+        if PRESETS[name].burst is None:  # burst presets: tests/test_burst_export.py
+            first.setdefault(architecture(PRESETS[name]), name)
+    return sorted(first.values())
+
+
+@pytest.fixture(scope="module", params=one_preset_per_architecture())
 def tiny_model(request):
     torch.manual_seed(0)
     return build_model(tiny_views(PRESETS[request.param])).eval()
+
+
+def test_one_preset_per_architecture_covers_every_view_kind():
+    chosen = one_preset_per_architecture()
+    kinds = {v.kind for c in PRESETS.values() if c.burst is None for v in c.views}
+    assert {v.kind for n in chosen for v in PRESETS[n].views} == kinds
+    assert {architecture(PRESETS[n]) for n in chosen} == {architecture(c) for c in PRESETS.values() if c.burst is None}
 
 
 def test_tiny_views_keep_kinds_and_aspect():
