@@ -172,7 +172,8 @@ def torch_burst_batch_fn(model) -> BurstBatchFn:
 
 
 def module_batch_fn(net) -> BurstBatchFn:
-    """A module's own ``forward`` on the views (e.g. :class:`~edge_iqa.burst_model.AllTaskScores`)."""
+    """A module's own ``forward`` on the views as a batch function (CoreML's readback nets: a photo
+    model, a burst model's :class:`~edge_iqa.burst_model.AllTaskScores`, or their W8A8 fx graphs)."""
     import torch
 
     net = net.eval()

@@ -275,15 +275,11 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
     how = ("PyTorch with the package's weights read back" + (" (fake-quant int8 activations as calibrated)"
                                                              if calibrated is not None else "")
            + (", every layer's output rounded to FP16" if export.precision != "fp32" else ", FP32"))
-    from edge_iqa.scoring import torch_batch_fn
+    from export.burst import module_batch_fn
 
-    if config.burst is not None:  # net is the AllTaskScores wrapper (or its W8A8 fx graph): (B, n_tasks, T)
-        from export.burst import module_batch_fn
-
-        runner = module_batch_fn(net)
-    else:
-        runner = torch_batch_fn(net)
-    return Artifact(export, config, path, [path], runner, SIMULATED, how, checks=checks, info=info)
+    # net's own forward: (B,) scores, or (B, n_tasks, T) from the AllTaskScores wrapper of a burst model;
+    # a W8A8 net is a torch.fx GraphModule, which carries no config to choose a forward by
+    return Artifact(export, config, path, [path], module_batch_fn(net), SIMULATED, how, checks=checks, info=info)
 
 
 def _calib_tensors(config: ModelConfig, export: ExportConfig, calib) -> Iterator[tuple[torch.Tensor, ...]]:
