@@ -215,7 +215,9 @@ def quantile_ranges(calibrator, reader: ViewCalibrationReader, percentile: float
             low[name] = min(low.get(name, np.inf), float(v.min()))
             high[name] = max(high.get(name, -np.inf), float(v.max()))
     _require_images(reader)
-    spans = {name: (low[name], max(high[name], low[name] + 1e-12)) for name in low}  # a constant tensor: one bin
+    # a constant tensor: a span numpy can cut into ``bins`` finite bins (its bin edges are in the data's float32:
+    # 1e-12 / 4096 is below float32 resolution; a burst graph holds such constants, e.g. the spread of a 1x1 map)
+    spans = {name: (low[name], max(high[name], low[name] + max(1e-12, 1e-2 * abs(low[name])))) for name in low}
     counts = {name: np.zeros(bins, np.int64) for name in low}
     for values in tensors():
         for name, v in values.items():

@@ -216,14 +216,32 @@ def test_coreml_inputs_are_flexible_5d_tensors(precision, exports):
         assert artifact.checks[1].detail["int8_layers"] > 0 and export["float_modules"]
 
 
-def test_float_layer_search_ranks_bursts_within_the_mac_cap(student, data, tmp_path):
+@pytest.fixture(scope="module")
+def fp32_graph(student, tmp_path_factory):
+    """The FP32 burst graph with the exporter's module scopes, as ``export_model`` quantizes it."""
+    from export.onnx import torch2onnx
+
+    return torch2onnx(student, tmp_path_factory.mktemp("burst_graph") / "fp32.onnx", node_scopes=True)
+
+
+def test_quantile_calibration_takes_a_burst_graphs_constant_tensors(fp32_graph, student, data, tmp_path):
+    """The spread of the 1x1 feature level is the constant sqrt(1e-6): its histogram span must stay cuttable."""
+    from export.burst import BurstCalibrationReader, calibration_bursts
+    from export.quantize import calibrate
+
+    with pytest.warns(UserWarning, match="only 12 frames"):
+        reader = BurstCalibrationReader(student.config, calibration_bursts(data, "train", 12))
+    ranges = json.loads(calibrate(fp32_graph, reader, tmp_path / "q.json", method="quantile").read_text())
+    assert reader.n_bursts == 2 and len(ranges["data"]) > 100
+
+
+def test_float_layer_search_ranks_bursts_within_the_mac_cap(fp32_graph, student, data, tmp_path):
     """``--float-layer auto`` on a burst graph: agreement is the mean per-burst Spearman (what the
     parity check measures), stages are named by module path as for photos, the MAC cap holds."""
     from export.burst import BurstCalibrationReader, calibration_bursts
-    from export.onnx import torch2onnx
     from export.quantize import layer_groups, search_float_layers
 
-    fp32 = torch2onnx(student, tmp_path / "fp32.onnx", node_scopes=True)
+    fp32 = fp32_graph
     assert {"input", "head", "branches.0.stem", "branches.0.blocks.0"} <= set(layer_groups(fp32))
     with pytest.warns(UserWarning, match="only 18 frames"):
         reader = BurstCalibrationReader(student.config, calibration_bursts(data, "train", 18))
