@@ -717,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    started = time.time()
+    started, load_at_start = time.time(), os.getloadavg()
     work = args.work.relative_to(ROOT) if args.work.is_relative_to(ROOT) else args.work
     bursts, photos = work / "bursts", work / "photos"
 
@@ -756,7 +756,9 @@ def main(argv: list[str] | None = None) -> int:
                                for n, r in runs.items()},
         "evaluations": evals, "summary": summary, "cli_check": cli_check, "profile": prof, "exports": exports,
         "latency": lat, "total_wall_seconds": round(time.time() - started, 1), "versions": versions(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor(),
+                    "load_average_1_5_15min": {"start": [round(x, 2) for x in load_at_start],
+                                               "end": [round(x, 2) for x in os.getloadavg()]}},
     }
     result["goals"] = goals(summary, evals, exports, args.seeds)
     write_json(args.results / "burst_synth.json", result)
