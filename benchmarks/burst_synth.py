@@ -330,7 +330,7 @@ def git(*argv: str) -> str:
 def export_landed() -> dict:
     """Whether E's burst export is committed at HEAD, and the export files with uncommitted edits."""
     tracked = all(git("ls-files", f) == f for f in EXPORT_FILES)
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "export", "edge_iqa/onnx_runtime.py").splitlines()]
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "export", "edge_iqa/runtimes").splitlines()]
     return {"head": git("rev-parse", "--short", "HEAD"), "landed": tracked, "uncommitted_export_files": dirty}
 
 
@@ -395,7 +395,7 @@ def latency(args: argparse.Namespace, exports: dict) -> dict:
         return json.loads(path.read_text())
     import numpy as np
 
-    from edge_iqa.onnx_runtime import config_of_session, onnx_session
+    from edge_iqa.runtimes.onnxruntime import config_of_session, onnx_session
 
     out = {}
     for name, item in exports.get("artifacts", {}).items():

@@ -44,7 +44,8 @@ from edge_iqa.metrics import iqa_metrics
 from edge_iqa.outputs import atomic_write_text
 from edge_iqa.burst_model import AllTaskScores
 from edge_iqa.model import IQAModel, build_model
-from edge_iqa.scoring import Scorer, torch_batch_fn
+from edge_iqa.runtimes.torch_eager import torch_batch_fn
+from edge_iqa.scoring import Scorer
 
 TRAIN_CONFIG_VERSION = 1
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}

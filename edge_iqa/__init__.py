@@ -6,11 +6,13 @@
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "cpu"):
-    """A :class:`edge_iqa.scoring.Scorer` for a ``.pt`` checkpoint or an ``.onnx`` export."""
+def load(path, device: str = "cpu", runtime: str | None = None, threads: int = 0):
+    """A :class:`edge_iqa.scoring.Scorer` for a ``.pt`` checkpoint or an export (``.onnx``,
+    ``.plan``/``.engine``, ``.mlpackage``, ...), in ``runtime`` (None: the file's own; see
+    :mod:`edge_iqa.runtimes`) with ``threads`` intra-op threads (0: the runtime's default)."""
     from edge_iqa.scoring import load as _load
 
-    return _load(path, device)
+    return _load(path, device, runtime, threads)
 
 
 __all__ = ["load", "__version__"]

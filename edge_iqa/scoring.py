@@ -1,9 +1,11 @@
 """Scoring API: ``edge_iqa.load(path).score(image)`` for checkpoints and exported artifacts.
 
 A ``Scorer`` pairs a model config (which fixes the views) with a batch function of any
-backend — PyTorch, ONNX Runtime, later TensorRT or CoreML — that maps the view arrays of a
-batch to scores. Files are decoded in a DataLoader; one that fails is reported in its row and
-never stops the others.
+backend of :mod:`edge_iqa.runtimes` (PyTorch, ONNX Runtime, OpenVINO, TensorRT, CoreML, ...)
+that maps the view arrays of a batch to scores. Files are decoded in order, by ``num_workers``
+threads ahead of the model (Pillow and simplejpeg release the GIL while they decode; 0: in
+the calling thread); one that fails is reported in its row and never stops the others. This
+module imports neither torch nor timm: scoring an export needs numpy, Pillow and its runtime.
 
 Bursts (a model whose ``config.burst`` is set, :mod:`edge_iqa.burst_model`):
 ``scorer.score_burst(frames, task=None)`` gives one score per frame, frame 0 being the
@@ -29,23 +31,22 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
-from edge_iqa.config import ModelConfig
-from edge_iqa.data.loader import ViewDataset, collate_views, load_views
+from edge_iqa.config import ModelConfig, ViewConfig
 from edge_iqa.errors import EdgeIQAError, ImageError
 from edge_iqa.io import MAX_PIXELS, load_image, to_rgb_image
+from edge_iqa.runtimes import BatchFn, Loaded, load_artifact
 from edge_iqa.views import apply_views, draft_size
 
-BatchFn = Callable[[Sequence[np.ndarray]], np.ndarray]
 log = logging.getLogger("edge_iqa.scoring")
+data_log = logging.getLogger("edge_iqa.data")  # where a file left out of a batch is reported, as in training
 
 
 @dataclass(frozen=True)
@@ -80,50 +81,88 @@ class BurstScores:
         return np.array([np.nan if f.score is None else f.score for f in self.frames], dtype=np.float64)
 
 
-def torch_batch_fn(model: torch.nn.Module, device: str | torch.device = "cpu") -> BatchFn:
-    """PyTorch as a batch function: (B,) scores, or (B, n_tasks, T) for a burst model
-    (``forward_all_tasks``, the graph contract of :mod:`edge_iqa.burst_model`)."""
-    model = model.to(device).eval()
-    forward = model.forward_all_tasks if getattr(model.config, "burst", None) is not None else model
+def decode_views(path: str | Path, views: Sequence[ViewConfig], max_pixels: int | None = MAX_PIXELS,
+                 ) -> list[np.ndarray]:
+    """Decode ``path`` (with JPEG draft downscaling where the views allow it) and apply ``views``."""
+    image = load_image(path, draft_to=lambda size: draft_size(views, size), max_pixels=max_pixels)
+    try:
+        return apply_views(image, views)
+    except ImageError as err:
+        raise ImageError(f"{path}: {err}") from None
 
-    def run(views: Sequence[np.ndarray]) -> np.ndarray:
-        with torch.no_grad():
-            inputs = [torch.as_tensor(v, device=device) for v in views]
-            return forward(*inputs).float().cpu().numpy()
 
-    return run
+def _decode_or_error(path: str | Path, views: Sequence[ViewConfig], max_pixels: int | None):
+    try:
+        return decode_views(path, views, max_pixels), None
+    except ImageError as err:
+        data_log.warning("skipped: %s", err)
+        return None, str(err)
+
+
+def iter_decoded(paths: Sequence[str | Path], views: Sequence[ViewConfig], num_workers: int = 0,
+                 max_pixels: int | None = MAX_PIXELS, ahead: int = 16) -> Iterator[tuple[list | None, str | None]]:
+    """(view arrays, None) or (None, error) per path, in order; ``num_workers`` threads decode up
+    to ``ahead`` files ahead of the consumer (0: decode in the calling thread)."""
+    if num_workers <= 0:
+        for path in paths:
+            yield _decode_or_error(path, views, max_pixels)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(num_workers, thread_name_prefix="edge-iqa-decode") as pool:
+        pending: deque = deque()
+        todo = iter(paths)
+        try:
+            for path in todo:
+                pending.append(pool.submit(_decode_or_error, path, views, max_pixels))
+                if len(pending) >= max(ahead, num_workers):
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # a consumer that stops early leaves no decoding behind
+                future.cancel()
 
 
 def iter_view_batches(paths: Sequence[str | Path], config: ModelConfig, batch_size: int = 8,
                       num_workers: int = 0, max_pixels: int | None = MAX_PIXELS,
                       ) -> Iterator[tuple[list[np.ndarray], list[int], list[int]]]:
     """Yield (view arrays, indices decoded, indices that failed) batch by batch, in order."""
-    dataset = ViewDataset(paths, config.views, max_pixels=max_pixels)
-    full_view = any(v.kind == "full" for v in config.views)
-    loader = DataLoader(dataset, batch_size=1 if full_view else batch_size, num_workers=num_workers,
-                        collate_fn=_collate_with_indices)
-    start = 0
-    for batch, size in loader:
-        expected = list(range(start, start + size))
-        start += size
-        if batch is None:
-            yield [], [], expected
-            continue
-        views, _, indices = batch
-        done = indices.tolist()
-        yield [v.numpy() for v in views], done, sorted(set(expected) - set(done))
+    for views, done, errors in _view_batches(paths, config, batch_size, num_workers, max_pixels):
+        yield views, done, sorted(errors)
 
 
-def _collate_with_indices(items):
-    return collate_views(items), len(items)
+def _view_batches(paths, config: ModelConfig, batch_size: int, num_workers: int, max_pixels: int | None,
+                  ) -> Iterator[tuple[list[np.ndarray], list[int], dict[int, str]]]:
+    """(stacked view arrays, indices decoded, {index: error}) per batch of ``batch_size`` paths
+    (one path per batch for a ``full`` view: its size follows each photo)."""
+    size = 1 if any(v.kind == "full" for v in config.views) else batch_size
+    arrays: list[list[np.ndarray]] = []
+    done: list[int] = []
+    errors: dict[int, str] = {}
+    for i, (views, error) in enumerate(iter_decoded(paths, config.views, num_workers, max_pixels,
+                                                    ahead=max(2 * size, 2 * num_workers))):
+        if views is None:
+            errors[i] = error
+        else:
+            arrays.append(views)
+            done.append(i)
+        if len(done) + len(errors) == size or i == len(paths) - 1:
+            yield [np.stack(group) for group in zip(*arrays)] if arrays else [], done, errors
+            arrays, done, errors = [], [], {}
 
 
 class Scorer:
-    def __init__(self, config: ModelConfig, batch_fn: BatchFn, source: str = ""):
+    def __init__(self, config: ModelConfig, batch_fn: BatchFn, source: str = "", loaded: Loaded | None = None):
         self.config = config
         self.batch_fn = batch_fn
         self.source = source
+        self.loaded = loaded  # the runtime, version and device it scores in, when loaded from a file
         self.max_pixels = MAX_PIXELS  # load_image's decompression-bomb limit for files (None: none)
+
+    @classmethod
+    def from_loaded(cls, loaded: Loaded) -> "Scorer":
+        return cls(loaded.config, loaded.batch_fn, source=str(loaded.path), loaded=loaded)
 
     def views_of(self, image) -> list[np.ndarray]:
         """The model inputs for one path, PIL image or array (batch dimension added)."""
@@ -254,12 +293,12 @@ class Scorer:
         paths = _path_list(paths)
         bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="scoring")
         try:
-            for views, done, failed in iter_view_batches(paths, self.config, batch_size, num_workers, self.max_pixels):
+            for views, done, errors in _view_batches(paths, self.config, batch_size, num_workers, self.max_pixels):
                 scores = dict(zip(done, self.batch_fn(views).tolist())) if done else {}
-                for i in sorted([*done, *failed]):
+                for i in sorted([*done, *errors]):
                     yield (ScoreResult(paths[i], float(scores[i])) if i in scores
-                           else ScoreResult(paths[i], None, _error_of(paths[i], self.config, self.max_pixels)))
-                bar.update(len(done) + len(failed))
+                           else ScoreResult(paths[i], None, errors[i]))
+                bar.update(len(done) + len(errors))
         finally:
             bar.close()
 
@@ -289,34 +328,9 @@ def _repeated_paths(frames: Sequence) -> dict[int, str]:
     return errors
 
 
-def _error_of(path: str, config: ModelConfig, max_pixels: int | None = MAX_PIXELS) -> str:
-    """Re-open a file that failed in a worker to get its one-line error for the result row."""
-    try:
-        load_views(path, config.views, max_pixels=max_pixels)
-    except ImageError as err:
-        return str(err)
-    return "failed to decode"
-
-
-def load(path: str | Path, device: str = "cpu") -> Scorer:
-    """A scorer for a checkpoint (``.pt``) or an exported artifact.
-
-    ``.onnx`` runs in ONNX Runtime; ``.plan``/``.engine`` (TensorRT) and ``.mlpackage`` (CoreML)
-    run where their runtime imports and otherwise fail with one line saying so.
+def load(path: str | Path, device: str = "cpu", runtime: str | None = None, threads: int = 0) -> Scorer:
+    """A scorer for a checkpoint (``.pt``) or an exported artifact, in ``runtime`` (None: the
+    file's own, :func:`edge_iqa.runtimes.runtime_for`: ``.onnx`` ONNX Runtime, ``.plan``/``.engine``
+    TensorRT, ``.mlpackage`` CoreML); a runtime that cannot run here fails with one line saying why.
     """
-    path = Path(path)
-    if path.suffix in (".plan", ".engine", ".mlpackage"):
-        from export.scorers import load_artifact_scorer
-
-        return load_artifact_scorer(path)
-    if path.suffix == ".onnx":
-        from edge_iqa.onnx_runtime import load_onnx_scorer
-
-        return load_onnx_scorer(path)
-    if path.suffix in (".pt", ".pth"):
-        from edge_iqa.checkpoint import load_checkpoint
-
-        model, _ = load_checkpoint(path)
-        return Scorer(model.config, torch_batch_fn(model, device), source=str(path))
-    raise EdgeIQAError(f"{path}: unknown model file type; give a .pt checkpoint or an .onnx, .plan/.engine "
-                       "or .mlpackage export")
+    return Scorer.from_loaded(load_artifact(path, runtime, threads=threads, device=device))

@@ -40,7 +40,7 @@ from torch import nn
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import IQAModel, example_inputs
-from edge_iqa.onnx_runtime import CONFIG_KEY
+from edge_iqa.runtimes.coreml import coreml_runtime_available, read_coreml_metadata  # noqa: F401  (runner: runtimes)
 from edge_iqa.outputs import atomic_path
 from export.metadata import artifact_metadata, input_names, output_name
 
@@ -50,36 +50,6 @@ MAX_VIEWS = 4
 MAX_BURST_BATCH = 64
 MAX_BURST_FRAMES = 64
 BURST_FLOAT_MODULES = ("scale_norm", "head")  # of BurstIQAModel; not traceable by torch.fx
-
-
-class _ImportChatter(logging.Filter):
-    """Drops what coremltools logs when it is imported off macOS or next to newer libraries: eight
-    "Failed to load _MLModelProxy ..." lines (no CoreML runtime here; ``coreml_runtime_available``
-    and the parity check say so once) and "torch/scikit-learn version ... not tested/supported".
-    Any other message of coremltools, and every error it raises, still reaches the user."""
-
-    NOISE = ("Failed to load _ML", "Failed to load '_ML", "has not been tested with coremltools",
-             "is not supported. Minimum required version")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(noise in record.getMessage() for noise in self.NOISE)
-
-
-# coremltools logs through its one "coremltools" logger, on the first import (inside the functions below)
-logging.getLogger("coremltools").addFilter(_ImportChatter())
-
-
-def coreml_runtime_available() -> bool:
-    """True where CoreML can predict (macOS with the coremltools native library)."""
-    import platform
-
-    if platform.system() != "Darwin":
-        return False
-    try:
-        from coremltools.libcoremlpython import _MLModelProxy  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def torch2coreml(model: IQAModel, path: str | Path, *, precision: str = "fp16",
@@ -388,19 +358,6 @@ def _quiet():
 # --------------------------------------------------------------------------- reading back
 
 
-def read_coreml_metadata(path: str | Path) -> dict[str, str]:
-    """The user-defined metadata of a saved package (works on Linux)."""
-    import coremltools as ct
-
-    with _quiet():
-        try:
-            spec = ct.utils.load_spec(str(path))
-        except Exception as err:  # coremltools raises RuntimeError, ValueError or protobuf's errors
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise EdgeIQAError(f"{path}: not a readable CoreML package ({first}); re-export it") from None
-    return dict(spec.description.metadata.userDefined)
-
-
 def load_program(path: str | Path):
     """The MIL program of a saved package, weights read from the package's weight file."""
     import coremltools as ct
@@ -512,32 +469,6 @@ def coreml_macs(path: str | Path) -> int | None:
         per_output = int(np.prod(weight_shape[1:])) if op.op_type == "conv" else int(weight_shape[-1])
         total += int(np.prod(out_shape)) * per_output
     return total
-
-
-def coreml_batch_fn(path: str | Path):
-    """A Scorer batch function predicting with CoreML (macOS only), one image at a time."""
-    import coremltools as ct
-    from PIL import Image
-
-    mlmodel = ct.models.MLModel(str(path))
-    names = [i.name for i in mlmodel.get_spec().description.input]
-    if CONFIG_KEY in mlmodel.user_defined_metadata and \
-            ModelConfig.from_json(mlmodel.user_defined_metadata[CONFIG_KEY]).burst is not None:
-        def run_bursts(views: Sequence[np.ndarray]) -> np.ndarray:  # (B, n_tasks, T), one predict per batch
-            feeds = {name: np.ascontiguousarray(v, dtype=np.float32) for name, v in zip(names, views)}
-            return np.asarray(mlmodel.predict(feeds)["scores"], dtype=np.float32)
-
-        return run_bursts
-
-    def run(views: Sequence[np.ndarray]) -> np.ndarray:
-        scores = []
-        for i in range(len(views[0])):
-            feeds = {name: Image.fromarray(np.round(np.clip(v[i], 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0))
-                     for name, v in zip(names, views)}
-            scores.append(float(np.asarray(mlmodel.predict(feeds)["score"]).reshape(-1)[0]))
-        return np.asarray(scores, dtype=np.float32)
-
-    return run
 
 
 def sqnr_db(reference: torch.Tensor, test: torch.Tensor) -> float:

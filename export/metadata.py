@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_iqa.config import ModelConfig
-from edge_iqa.onnx_runtime import CONFIG_KEY
+from edge_iqa.runtimes import CONFIG_KEY
 
 PREPROCESSING_KEY = "edge_iqa.preprocessing"
 EXPORT_KEY = "edge_iqa.export"

@@ -18,7 +18,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -26,12 +26,10 @@ import torch
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import IQAModel, example_inputs
+from edge_iqa.runtimes import BatchFn, load_artifact
 from export.formats import ExportConfig, get_format
 from export.metadata import EXPORT_KEY, artifact_metadata, file_size
 from export.parity import RAN, SIMULATED, SKIPPED, THRESHOLDS, Check, Thresholds, accuracy_check, failed
-
-BatchFn = Callable[[Sequence[np.ndarray]], np.ndarray]
-
 
 @dataclass
 class Artifact:
@@ -191,9 +189,7 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
 
 
 def _ort_runner(path: Path) -> BatchFn:
-    from edge_iqa.onnx_runtime import load_onnx_scorer
-
-    return load_onnx_scorer(path).batch_fn
+    return load_artifact(path, "onnxruntime").batch_fn
 
 
 # --------------------------------------------------------------------------- TensorRT
@@ -201,8 +197,7 @@ def _ort_runner(path: Path) -> BatchFn:
 
 def build_tensorrt(model: IQAModel, export: ExportConfig, out: Path, calib, meta: dict) -> Artifact:
     from export.tensorrt import (
-        check_tensorrt_graph, onnx2trt, optimisation_profile, tensorrt_available, trt_batch_fn, write_build_script,
-        write_sidecar,
+        check_tensorrt_graph, onnx2trt, optimisation_profile, tensorrt_available, write_build_script, write_sidecar,
     )
 
     suffix = "int8_qdq" if export.precision == "int8" else export.precision
@@ -222,7 +217,7 @@ def build_tensorrt(model: IQAModel, export: ExportConfig, out: Path, calib, meta
     if tensorrt_available():
         onnx2trt(graph, engine, model.config)
         checks.append(Check("tensorrt_engine_build", RAN, True, {"engine_bytes": file_size(engine)}))
-        return Artifact(export, model.config, engine, [engine, *files], trt_batch_fn(engine), RAN,
+        return Artifact(export, model.config, engine, [engine, *files], load_artifact(engine, "tensorrt").batch_fn, RAN,
                         "TensorRT engine on this GPU", graph=graph, checks=checks, info=info)
     checks.append(Check("tensorrt_engine_build", SKIPPED, None, {"script": script.name},
                         "tensorrt does not import here; run build_engine.sh on the target"))
@@ -239,8 +234,7 @@ COREML_MIN_WEIGHT_SQNR_DB = 30.0  # int8 per-channel weights of these models rea
 
 def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: dict) -> Artifact:
     from export.coreml import (
-        calibrate_w8a8, coreml_batch_fn, coreml_runtime_available, readback_model, round_activations_to_fp16,
-        torch2coreml,
+        calibrate_w8a8, coreml_runtime_available, readback_model, round_activations_to_fp16, torch2coreml,
     )
 
     path = out / f"model_{export.precision}.mlpackage"
@@ -264,7 +258,7 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
                     {**readback, "min_sqnr_limit_db": COREML_MIN_WEIGHT_SQNR_DB},
                     "package weights read back on Linux and matched layer by layer to PyTorch")]
     if coreml_runtime_available():
-        runner = coreml_batch_fn(path)
+        runner = load_artifact(path, "coreml").batch_fn
         example = runner([v.numpy() for v in example_inputs(model.config, batch=1)])
         checks.append(Check("coreml_predict", RAN, bool(np.all(np.isfinite(example))), {"example_score": example.tolist()},
                             "CoreML predicted on this Mac"))
@@ -358,7 +352,8 @@ def reference_scores(model: IQAModel, data: str | Path, split: str = "test", bat
 
         return burst_reference_scores(model, data, split, batch_size)
     from edge_iqa.data.manifest import read_manifest
-    from edge_iqa.scoring import Scorer, torch_batch_fn
+    from edge_iqa.runtimes.torch_eager import torch_batch_fn
+    from edge_iqa.scoring import Scorer
 
     records = read_manifest(data, split=None if split == "all" else split)
     return Scorer(model.config, torch_batch_fn(model)).score_paths([str(r.path) for r in records], batch_size)

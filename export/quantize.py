@@ -366,7 +366,7 @@ def onnx_latency_ms(path: str | Path, config: ModelConfig, *, runs: int = 10, wa
                     threads: int = 0) -> float:
     """Median ONNX Runtime CPU latency (ms) of one image at the config's input sizes."""
     from edge_iqa.model import example_inputs
-    from edge_iqa.onnx_runtime import onnx_session
+    from edge_iqa.runtimes.onnxruntime import onnx_session
 
     session = onnx_session(path, threads)
     feeds = {name: t.numpy() for name, t in zip(input_names(config), example_inputs(config, batch=1))}
@@ -431,7 +431,7 @@ def _count_macs_or_none(path: Path) -> int | None:
 
 
 def _counted_frames(path: Path) -> int | None:
-    from edge_iqa.onnx_runtime import CONFIG_KEY
+    from edge_iqa.runtimes import CONFIG_KEY
     from export.onnx import read_metadata
 
     text = read_metadata(path).get(CONFIG_KEY)
@@ -528,7 +528,7 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
 
 def graph_outputs(path: str | Path, batches: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
     """The first output of an ONNX graph in ONNX Runtime for each input batch, as it comes."""
-    from edge_iqa.onnx_runtime import onnx_session
+    from edge_iqa.runtimes.onnxruntime import onnx_session
 
     session = onnx_session(path)
     return [session.run(None, batch)[0] for batch in batches]
@@ -536,7 +536,7 @@ def graph_outputs(path: str | Path, batches: Sequence[dict[str, np.ndarray]]) ->
 
 def graph_scores(path: str | Path, batches: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
     """Scores of an ONNX graph in ONNX Runtime for input batches (feeds by input name), in order."""
-    from edge_iqa.onnx_runtime import onnx_session
+    from edge_iqa.runtimes.onnxruntime import onnx_session
 
     session = onnx_session(path)
     return np.concatenate([session.run(None, batch)[0].reshape(-1) for batch in batches])

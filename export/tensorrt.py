@@ -21,18 +21,17 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
-from edge_iqa.onnx_runtime import CONFIG_KEY
-from export.metadata import input_names, output_name
+from edge_iqa.runtimes.tensorrt import DEFAULT_MAX_BATCH, read_sidecar, tensorrt_available  # noqa: F401  (runner: runtimes)
+from export.metadata import input_names
 
 MIN_OPSET = 13
 MAX_OPSET = 20  # TensorRT 10 parses ONNX opsets up to 20 (onnx-tensorrt README)
-DEFAULT_MAX_BATCH = 16
 MAX_PROFILE_FRAMES = 16  # the longest burst of the engine's profile (phones shoot 8-14 frames)
 
 # ONNX ops the TensorRT ONNX parser supports (onnx-tensorrt docs/operators.md, TensorRT 8.5
@@ -54,14 +53,6 @@ Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth S
 Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
 """.split())
 WEIGHT_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0, "MatMul": 1}
-
-
-def tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @dataclass
@@ -252,48 +243,6 @@ def onnx2trt(onnx_path: str | Path, engine_path: str | Path, config: ModelConfig
     return engine_path
 
 
-def trt_batch_fn(engine_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH):
-    """A Scorer batch function running the engine on the GPU (inputs in chunks of ``max_batch``).
-
-    Photo engines give (N,) scores; burst engines (their sidecar's config has ``burst``) the
-    (N, n_tasks, T) ``scores`` of the burst graph contract.
-    """
-    import tensorrt as trt
-    import torch
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
-    if engine is None:
-        raise EdgeIQAError(f"{engine_path}: TensorRT cannot deserialize this engine (other TensorRT version or GPU?)")
-    context = engine.create_execution_context()
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    config = ModelConfig.from_dict(read_sidecar(engine_path)[CONFIG_KEY])
-    output, burst = output_name(config), config.burst is not None
-
-    def run_chunk(views: Sequence[np.ndarray]) -> np.ndarray:
-        stream = torch.cuda.current_stream()
-        keep = []
-        for name, view in zip(inputs, views):
-            tensor = torch.from_numpy(np.ascontiguousarray(view, dtype=np.float32)).cuda()
-            context.set_input_shape(name, tuple(tensor.shape))
-            context.set_tensor_address(name, tensor.data_ptr())
-            keep.append(tensor)
-        out = torch.empty(tuple(context.get_tensor_shape(output)), dtype=torch.float32, device="cuda")
-        context.set_tensor_address(output, out.data_ptr())
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise EdgeIQAError(f"{engine_path}: TensorRT execution failed")
-        stream.synchronize()
-        scores = out.cpu().numpy()
-        return scores if burst else scores.reshape(-1)
-
-    def run(views: Sequence[np.ndarray]) -> np.ndarray:
-        n = len(views[0])
-        return np.concatenate([run_chunk([v[i:i + max_batch] for v in views]) for i in range(0, n, max_batch)])
-
-    return run
-
-
 # --------------------------------------------------------------------------- without TensorRT
 
 
@@ -359,17 +308,3 @@ def write_sidecar(engine_path: str | Path, metadata: dict[str, str]) -> Path:
     sidecar = Path(str(engine_path) + ".json")
     sidecar.write_text(json.dumps({k: json.loads(v) for k, v in metadata.items()}, indent=2, sort_keys=True) + "\n")
     return sidecar
-
-
-def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
-    sidecar = Path(str(engine_path) + ".json")
-    if not sidecar.is_file():
-        raise EdgeIQAError(f"{engine_path}: no {sidecar.name} next to the engine; it holds the model config "
-                           "written by `edge-iqa export`")
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EdgeIQAError(f"{sidecar}: not readable JSON ({err}); re-export the engine") from None
-    if not isinstance(data, dict):
-        raise EdgeIQAError(f"{sidecar}: holds no JSON object; re-export the engine")
-    return data

@@ -316,18 +316,18 @@ def _foreign_graph(path: Path, burst_metadata: dict[str, str], *, input_shape, o
 def test_a_foreign_4d_model_with_burst_metadata_is_refused(exports, tmp_path, capsys):
     from edge_iqa.cli import main
     from edge_iqa.errors import EdgeIQAError
-    from edge_iqa.onnx_runtime import load_onnx_scorer
+    from edge_iqa.runtimes.onnxruntime import load as load_onnx
     from export.onnx import read_metadata
 
     metadata = read_metadata(exports("onnx", "fp32").path)
     photo_like = _foreign_graph(tmp_path / "photo.onnx", metadata, input_shape=["N", 3, 32, 32], output_shape=["N"])
     with pytest.raises(EdgeIQAError, match=r"input 'view0' has shape Nx3x32x32, a burst model's view .* gives "
                                            r"NxTx3x32x32"):
-        load_onnx_scorer(photo_like)
+        load_onnx(photo_like)
     one_score = _foreign_graph(tmp_path / "flat.onnx", metadata, input_shape=["N", "T", 3, 32, 32],
                                output_shape=["N", "T"])
     with pytest.raises(EdgeIQAError, match=r"a burst model gives one output \(N, 2 tasks, T\)"):
-        load_onnx_scorer(one_score)
+        load_onnx(one_score)
     image = tmp_path / "x.png"
     from PIL import Image
 

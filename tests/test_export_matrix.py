@@ -237,7 +237,7 @@ def test_tensorrt_graph_quantizes_only_weighted_layer_inputs(requantize):
 
 def test_tensorrt_export_writes_script_and_sidecar(exports):
     from edge_iqa.config import ModelConfig
-    from edge_iqa.onnx_runtime import CONFIG_KEY
+    from edge_iqa.runtimes import CONFIG_KEY
     from export.tensorrt import read_sidecar
 
     artifact = exports("tensorrt", "int8")
@@ -297,7 +297,8 @@ def test_scoring_api_and_cli_take_the_int8_onnx(exports, data, student, capsys):
     record = read_manifest(data, split="test")[0]
     score = load(artifact.path).score(record.path)
     with torch.no_grad():
-        from edge_iqa.scoring import Scorer, torch_batch_fn
+        from edge_iqa.runtimes.torch_eager import torch_batch_fn
+        from edge_iqa.scoring import Scorer
 
         fp32 = Scorer(student.config, torch_batch_fn(student)).score(record.path)
     expected = Scorer(student.config, artifact.runner).score(record.path)  # what the parity check ran

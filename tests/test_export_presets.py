@@ -19,7 +19,7 @@ import torch
 
 from edge_iqa.config import ModelConfig, ViewConfig
 from edge_iqa.model import build_model
-from edge_iqa.onnx_runtime import CONFIG_KEY
+from edge_iqa.runtimes import CONFIG_KEY
 from edge_iqa.presets import PRESETS
 from export.metadata import EXPORT_KEY, PREPROCESSING_KEY
 

@@ -1,4 +1,6 @@
-"""Score with an exported ONNX model in ONNX Runtime.
+"""ONNX Runtime backend: ``.onnx`` exports on the CPU execution provider, or the CUDA and
+TensorRT execution providers where this onnxruntime build has them (``device="cuda"`` /
+``"tensorrt"``).
 
 Every edge-iqa ONNX export stores its ``ModelConfig`` as JSON in the model's
 ``metadata_props`` under ``edge_iqa.config``, so the file alone fixes the views, input names
@@ -19,18 +21,51 @@ import numpy as np
 
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
+from edge_iqa.runtimes.base import CONFIG_KEY, Loaded, importable
 
-CONFIG_KEY = "edge_iqa.config"
+NAME = "onnxruntime"
+SUFFIXES = (".onnx",)
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
-def onnx_session(path: str | Path, threads: int = 0):
+def unavailable() -> str | None:
+    if not importable("onnxruntime"):
+        return "onnxruntime is not installed (pip install onnxruntime)"
+    return None
+
+
+def version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers for ``device`` (cpu, cuda, tensorrt), the CPU one last as fallback
+    for nodes the accelerator does not take; one line when this build lacks the provider."""
+    import onnxruntime as ort
+
+    if device not in PROVIDERS:
+        raise EdgeIQAError(f"ONNX Runtime device {device!r} unknown; choose one of {', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[device]
+    if wanted not in ort.get_available_providers():
+        raise EdgeIQAError(f"this onnxruntime build has no {wanted} (it has {', '.join(ort.get_available_providers())}); "
+                           "install onnxruntime-gpu on a machine with an NVIDIA GPU, or use device cpu")
+    return [wanted] if device == "cpu" else [wanted, PROVIDERS["cpu"]]
+
+
+def onnx_session(path: str | Path, threads: int = 0, device: str = "cpu"):
+    """An InferenceSession; ``threads`` > 0 fixes the intra-op pool (one inter-op thread: the
+    graph runs sequentially), 0 leaves ONNX Runtime's default (one thread per core)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    providers = providers_for(device)
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
         raise EdgeIQAError(f"{path}: ONNX Runtime cannot load it ({str(err).splitlines()[0]})") from None
 
@@ -82,10 +117,11 @@ def _mismatch(path: str | Path, problem: str) -> None:
                        f"({problem}); re-export it with `edge-iqa export`")
 
 
-def load_onnx_scorer(path: str | Path, threads: int = 0):
-    from edge_iqa.scoring import Scorer
-
-    session = onnx_session(path, threads)
+def load(path: str | Path, *, threads: int = 0, device: str = "cpu") -> Loaded:
+    reason = unavailable()
+    if reason:
+        raise EdgeIQAError(f"{path}: {reason}")
+    session = onnx_session(path, threads, device)
     config = config_of_session(session, path)
     check_inputs(session.get_inputs(), config, path)
     check_outputs(session.get_outputs(), config, path)
@@ -97,4 +133,5 @@ def load_onnx_scorer(path: str | Path, threads: int = 0):
         scores = session.run(None, feeds)[0]
         return scores if burst else scores.reshape(-1)  # burst: (N, n_tasks, T)
 
-    return Scorer(config, run, source=str(path))
+    return Loaded(config, run, NAME, version(), session.get_providers()[0], Path(path), threads)
+
