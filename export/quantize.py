@@ -35,7 +35,9 @@ One graph cannot serve both targets, so there are two flavours:
   on both families.
 
 Ranges are computed once per (graph, images, method) and cached in a JSON file, so every
-flavour and layout of one export shares the same calibration.
+flavour and layout of one export shares the same calibration. Calibration streams
+(:mod:`export.calibration`): one image per ONNX Runtime run, statistics reduced as they come, so
+its memory does not grow with the images or the batch.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import numpy as np
 
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
+from export.calibration import calibrate, tail_range  # noqa: F401  (tail_range: export.coreml's quantile)
 from export.metadata import EXPORT_KEY, input_names
 
 MIN_CALIB_IMAGES = 100  # below this, activation ranges are noisy: warn
@@ -142,115 +145,6 @@ def resolve_float_layers(onnx_path: str | Path, patterns: Sequence[str]) -> list
                                f"give an ONNX node name or a PyTorch module path such as '*.se' or 'head'")
         chosen += [h for h in hits if h not in chosen]
     return chosen
-
-
-def calibrate(fp32_path: str | Path, reader: ViewCalibrationReader, cache: str | Path, *, method: str = "minmax",
-              percentile: float = 99.999) -> Path:
-    """Activation ranges of the FP32 graph on the reader's images, written to ``cache`` (JSON).
-
-    Batches go to the calibrator one at a time: ONNX Runtime's histogram collector cannot stack
-    batches of different sizes. Percentile uses 2048 bins; entropy 512 bins for 128 quantized
-    levels (ONNX Runtime's default of 128 bins leaves the KL search nothing to search, and its
-    pure-Python search over TensorRT's 2048 bins takes minutes for a small student).
-    Percentile is ONNX Runtime's (one threshold from |x| for both tails); quantile is
-    :func:`quantile_ranges` (each tail at its own percentile).
-    """
-    import tempfile
-
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    methods = {"minmax": (CalibrationMethod.MinMax, {}),
-               "percentile": (CalibrationMethod.Percentile, {"num_bins": 2048, "percentile": percentile}),
-               "entropy": (CalibrationMethod.Entropy, {"num_bins": 512, "num_quantized_bins": 128}),
-               "quantile": (CalibrationMethod.Percentile, {})}  # Percentile: its graph outputs raw tensors
-    if method not in methods:
-        raise EdgeIQAError(f"unknown calibration method {method!r}; choose one of {', '.join(methods)}")
-    calib_method, options = methods[method]
-    ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
-    reader.rewind()
-    with tempfile.TemporaryDirectory(prefix="edge-iqa-calib-") as tmp, _quiet_ort():
-        calibrator = create_calibrator(Path(fp32_path), ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=calib_method, extra_options=options)
-        if method == "quantile":
-            ranges = quantile_ranges(calibrator, reader, percentile)
-        else:
-            for batch in reader:
-                calibrator.collect_data(_OneBatch(batch))
-            _require_images(reader)
-            ranges = calibrator.compute_data()
-        del calibrator
-    save_tensors_data(ranges, Path(cache))
-    return Path(cache)
-
-
-def _require_images(reader: ViewCalibrationReader) -> None:
-    if reader.images == 0:
-        raise EdgeIQAError("no calibration image could be decoded; check the --calib dataset")
-
-
-def quantile_ranges(calibrator, reader: ViewCalibrationReader, percentile: float, bins: int = 4096):
-    """Each tensor's range from its own value distribution: [q(100 - p), q(p)], widened to hold 0.
-
-    Two passes over the calibration views through ``calibrator``'s graph (ONNX Runtime's
-    histogram calibrator, whose augmented graph outputs every tensor it will quantize): the
-    first finds each tensor's min and max, the second fills a ``bins``-bin histogram over that
-    span. The quantiles are read off the histogram, so memory does not grow with the images.
-    """
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
-
-    session, names = calibrator.infer_session, set(calibrator.tensors_to_calibrate)
-    outputs = [o.name for o in session.get_outputs()]
-
-    def tensors():
-        reader.rewind()
-        for batch in reader:
-            values = {**dict(zip(outputs, session.run(None, batch))), **batch}
-            yield {name: values[name] for name in names if name in values}
-
-    low: dict[str, float] = {}
-    high: dict[str, float] = {}
-    for values in tensors():
-        for name, v in values.items():
-            low[name] = min(low.get(name, np.inf), float(v.min()))
-            high[name] = max(high.get(name, -np.inf), float(v.max()))
-    _require_images(reader)
-    # a constant tensor: a span numpy can cut into ``bins`` finite bins (its bin edges are in the data's float32:
-    # 1e-12 / 4096 is below float32 resolution; a burst graph holds such constants, e.g. the spread of a 1x1 map)
-    spans = {name: (low[name], max(high[name], low[name] + max(1e-12, 1e-2 * abs(low[name])))) for name in low}
-    counts = {name: np.zeros(bins, np.int64) for name in low}
-    for values in tensors():
-        for name, v in values.items():
-            counts[name] += np.histogram(v, bins, range=spans[name])[0]
-    data = {}
-    for name, count in counts.items():
-        lo, hi = tail_range(count, *spans[name], percentile)
-        data[name] = TensorData(lowest=np.float32(lo), highest=np.float32(hi))
-    return TensorsData(CalibrationMethod.MinMax, data)
-
-
-def tail_range(count: np.ndarray, low: float, high: float, percentile: float) -> tuple[float, float]:
-    """[q(100 - p), q(p)] of the values that histogram ``count`` over [low, high] describes, widened to hold 0.
-
-    Bin-conservative: the low end is the left edge of the bin holding q(100 - p), the high end
-    the right edge of the bin holding q(p).
-    """
-    bins = len(count)
-    tail = 1.0 - percentile / 100.0
-    edges = np.linspace(low, high, bins + 1)
-    cdf = np.cumsum(count) / max(float(np.sum(count)), 1.0)
-    lo = float(edges[int(np.searchsorted(cdf, tail, side="right"))])
-    hi = float(edges[min(int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1, bins)])
-    return min(lo, 0.0), max(hi, 0.0)
-
-
-class _OneBatch:
-    def __init__(self, batch: dict[str, np.ndarray]):
-        self.batch = batch
-
-    def get_next(self):
-        batch, self.batch = self.batch, None
-        return batch
 
 
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalibrationReader | None, *,

@@ -53,8 +53,9 @@ def skewed(tmp_path_factory):
 
 
 def ranges(cache) -> dict[str, tuple[float, float]]:
-    def value(v):
-        return float(v["data"] if isinstance(v, dict) else v)
+    def value(v):  # a number, or {"data": number or [number]} as save_tensors_data writes numpy values
+        (number,) = np.asarray(v["data"] if isinstance(v, dict) else v, dtype=np.float64).ravel()
+        return float(number)
 
     data = json.loads(cache.read_text())["data"]
     return {name: (value(r["lowest"]), value(r["highest"])) for name, r in data.items()}
@@ -136,3 +137,95 @@ def test_coreml_w8a8_rejects_histogram_methods_it_lacks():
 
     with pytest.raises(EdgeIQAError, match="minmax or quantile"):
         calibrate_w8a8(None, [], method="entropy")
+
+
+# --------------------------------------------------------------------------- streaming (issue 14 item 4)
+
+
+class FeedReader:
+    """Batches of feeds (input name -> array): the calibration reader interface, and ONNX Runtime's ``get_next``."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]):
+        self.batches, self.images, self._next = batches, 0, iter(batches)
+
+    def rewind(self) -> None:
+        self.images, self._next = 0, iter(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            self.images += len(next(iter(batch.values())))
+            yield batch
+
+    def get_next(self):
+        return next(self._next, None)
+
+
+@pytest.fixture(scope="module")
+def student_graph(tmp_path_factory):
+    """The export fixture's FP32 graph and 3 batches of 4 random views (values in [0, 1])."""
+    import torch
+
+    from edge_iqa.checkpoint import load_checkpoint
+    from edge_iqa.model import example_inputs
+    from export.metadata import input_names
+    from export.onnx import torch2onnx
+
+    model, _ = load_checkpoint(Path(__file__).resolve().parent / "fixtures" / "student.pt")
+    path = torch2onnx(model.eval(), tmp_path_factory.mktemp("graph") / "fp32.onnx")
+    rng = np.random.default_rng(0)
+    shapes = [tuple(v.shape[1:]) for v in example_inputs(model.config)]
+    batches = [{name: rng.random((4, *shape), dtype=np.float32) for name, shape in zip(input_names(model.config), shapes)}
+               for _ in range(3)]
+    torch.manual_seed(0)
+    return path, batches
+
+
+def _all_at_once(batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    return [{name: np.concatenate([b[name] for b in batches]) for name in batches[0]}]
+
+
+@pytest.mark.parametrize("method", ["minmax", "quantile"])
+def test_streaming_ranges_equal_one_run_of_every_image(method, student_graph, tmp_path):
+    """One image per run gives the ranges of one run over all 12 images: same min/max, same histograms."""
+    from export.calibration import calibrate
+
+    path, batches = student_graph
+    streamed = ranges(calibrate(path, FeedReader(batches), tmp_path / "s.json", method=method, percentile=99.0))
+    whole = ranges(calibrate(path, FeedReader(_all_at_once(batches)), tmp_path / "w.json", method=method,
+                             percentile=99.0, images_per_run=None))
+    assert len(streamed) > 50 and streamed == whole
+
+
+@pytest.mark.parametrize("method,options", [("percentile", {"num_bins": 2048, "percentile": 99.9}),
+                                            ("entropy", {"num_bins": 512, "num_quantized_bins": 128})])
+def test_streaming_histograms_equal_onnxruntime_given_every_image(method, options, student_graph, tmp_path):
+    """ONNX Runtime's own calibrator fed all images in one collect_data call (it then holds every activation)
+    finds the same thresholds as the two streaming passes."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    from export.calibration import calibrate
+
+    path, batches = student_graph
+    streamed = ranges(calibrate(path, FeedReader(batches), tmp_path / "s.json", method=method,
+                                percentile=options.get("percentile", 99.999)))
+    calibrator = create_calibrator(path, sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),
+                                   augmented_model_path=str(tmp_path / "aug.onnx"),
+                                   calibrate_method={"percentile": CalibrationMethod.Percentile,
+                                                     "entropy": CalibrationMethod.Entropy}[method],
+                                   extra_options=options)
+    calibrator.collect_data(FeedReader(batches))
+    save_tensors_data(calibrator.compute_data(), tmp_path / "ort.json")
+    reference = ranges(tmp_path / "ort.json")
+    assert len(streamed) > 50 and set(streamed) == set(reference)
+    for name, (low, high) in reference.items():
+        assert streamed[name] == pytest.approx((low, high), rel=1e-6, abs=1e-7), name
+
+
+def test_streaming_rejects_a_zero_run_size(student_graph, tmp_path):
+    from edge_iqa.errors import EdgeIQAError
+    from export.calibration import calibrate
+
+    path, batches = student_graph
+    with pytest.raises(EdgeIQAError, match="at least 1"):
+        calibrate(path, FeedReader(batches), tmp_path / "z.json", images_per_run=0)

@@ -1,0 +1,240 @@
+"""Streaming INT8 calibration: activation ranges from one image at a time, statistics reduced as they come.
+
+ONNX Runtime's calibrators (``onnxruntime.quantization.calibrate``) run an augmented copy of the
+FP32 graph. MinMax appends a ReduceMin and a ReduceMax to every tensor it will quantize; the
+histogram calibrators (percentile, entropy) make every such tensor a graph output, so one
+``session.run`` holds every activation of its batch, and ``collect_data`` keeps the outputs of
+every batch its reader gives before it makes one histogram of them all. Fed a batch of 8 views at
+a time, calibrating ``aim-baseline`` at 360×640 peaked at +2.9 GB over the FP32 graph (+3.2 GB
+for quantile), and the peak scales with the pixels of a batch: the 12.8 GB of issue 14 at 720×1280
+(``benchmarks/results/int8_calibration_memory.md``).
+
+Here every batch of the reader is cut into runs of ``images_per_run`` images (a burst model: whole
+bursts) and each run's statistics are folded into running totals before the next run, so memory
+holds one image's activations and the totals, whatever the number of images or the batch size:
+
+- ``minmax``: ONNX Runtime's MinMax calibrator given one run at a time; it merges each run's
+  minima and maxima into its running range (a min of mins: exactly the range of all images).
+- ``percentile``, ``entropy``: two passes. The first finds each tensor's min and max (and min |x|),
+  the second adds up each tensor's histogram over the span ONNX Runtime would have chosen had it
+  seen all values at once (its bins, its ``num_bins``); ONNX Runtime's ``HistogramCollector`` then
+  finds the thresholds on those histograms. That is the result of ONNX Runtime's calibrator fed
+  every image in one ``collect_data`` call, without holding the images' activations; fed batch
+  by batch instead, ONNX Runtime re-bins as ranges grow and its result depends on the batch size.
+- ``quantile``: each tail at its own percentile (see :mod:`export.quantize`), from the same two
+  passes over a ``bins``-bin histogram of each tensor's [min, max].
+
+Percentile and entropy come from Migacz, "8-bit Inference with TensorRT" (GTC 2017) and Wu et al.,
+"Integer Quantization for Deep Learning Inference" (2020).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from edge_iqa.errors import EdgeIQAError
+
+CALIB_METHODS = ("minmax", "percentile", "entropy", "quantile")
+PERCENTILE_BINS = 2048  # ONNX Runtime's default for percentile
+ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 512, 128  # see calibrate()
+QUANTILE_BINS = 4096
+IMAGES_PER_RUN = 1  # one image (burst) per session run: the peak is one image's activations
+
+
+def split_batch(batch: dict[str, np.ndarray], size: int | None) -> Iterator[dict[str, np.ndarray]]:
+    """``batch`` (feeds by input name, batch first) in runs of at most ``size`` images (None: whole)."""
+    count = len(next(iter(batch.values())))
+    step = count if size is None else size
+    for start in range(0, count, step):
+        yield {name: value[start:start + step] for name, value in batch.items()}
+
+
+def calibrate(fp32_path: str | Path, reader, cache: str | Path, *, method: str = "minmax",
+              percentile: float = 99.999, images_per_run: int | None = IMAGES_PER_RUN) -> Path:
+    """Activation ranges of the FP32 graph on the reader's images, written to ``cache`` (JSON).
+
+    ``reader``: re-iterable batches with ``rewind()`` and an ``images`` count
+    (:class:`export.quantize.ViewCalibrationReader`). ``images_per_run``: images per ONNX Runtime
+    run (None: the reader's batches as they come; memory grows with the batch). Percentile uses
+    2048 bins; entropy 512 bins for 128 quantized levels (ONNX Runtime's default of 128 bins leaves
+    the KL search nothing to search, and its pure-Python search over TensorRT's 2048 bins takes
+    minutes for a small student). Percentile is ONNX Runtime's (one threshold from |x| for both
+    tails); quantile each tail at its own percentile.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    from export.quantize import _quiet_ort
+
+    if method not in CALIB_METHODS:
+        raise EdgeIQAError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    if images_per_run is not None and images_per_run < 1:
+        raise EdgeIQAError(f"images per calibration run must be at least 1, got {images_per_run}")
+    # the histogram methods use the percentile calibrator for its augmented graph: every tensor an output
+    calib_method = CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile
+    ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    reader.rewind()
+    with tempfile.TemporaryDirectory(prefix="edge-iqa-calib-") as tmp, _quiet_ort():
+        calibrator = create_calibrator(Path(fp32_path), ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=calib_method)
+        if method == "minmax":
+            ranges = minmax_ranges(calibrator, reader, images_per_run)
+        else:
+            tensors = TensorStream(calibrator, reader, images_per_run)
+            if method == "quantile":
+                ranges = quantile_ranges(tensors, percentile)
+            elif method == "percentile":
+                ranges = histogram_ranges(tensors, "percentile", percentile=percentile, num_bins=PERCENTILE_BINS)
+            else:
+                ranges = histogram_ranges(tensors, "entropy", num_bins=ENTROPY_BINS,
+                                          num_quantized_bins=ENTROPY_QUANTIZED_BINS)
+        del calibrator
+    save_tensors_data(ranges, Path(cache))
+    return Path(cache)
+
+
+def require_images(reader) -> None:
+    if reader.images == 0:
+        raise EdgeIQAError("no calibration image could be decoded; check the --calib dataset")
+
+
+class _OneBatch:
+    """A ``CalibrationDataReader`` that gives one batch, then None."""
+
+    def __init__(self, batch: dict[str, np.ndarray]):
+        self.batch = batch
+
+    def get_next(self):
+        batch, self.batch = self.batch, None
+        return batch
+
+
+def minmax_ranges(calibrator, reader, images_per_run: int | None):
+    """ONNX Runtime's MinMax ranges, one run at a time (it merges each run into its running range)."""
+    reader.rewind()
+    for batch in reader:
+        for run in split_batch(batch, images_per_run):
+            calibrator.collect_data(_OneBatch(run))
+    require_images(reader)
+    return calibrator.compute_data()
+
+
+class TensorStream:
+    """Every calibrated tensor of the histogram calibrator's augmented graph, one run at a time.
+
+    Iterating gives ``{tensor name: values}`` per run (graph inputs included); each iteration
+    re-reads the reader from the start.
+    """
+
+    def __init__(self, calibrator, reader, images_per_run: int | None):
+        self.session, self.reader, self.images_per_run = calibrator.infer_session, reader, images_per_run
+        self.names = set(calibrator.tensors_to_calibrate)
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        self.reader.rewind()
+        for batch in self.reader:
+            for run in split_batch(batch, self.images_per_run):
+                values = {**dict(zip(self.outputs, self.session.run(None, run))), **run}
+                yield {name: values[name] for name in self.names if name in values}
+
+
+def tensor_extremes(tensors: Iterable[dict[str, np.ndarray]], reader) -> dict[str, dict[str, np.float32]]:
+    """First pass: each tensor's min, max and min |x| over every run (float32, exact)."""
+    found: dict[str, dict[str, Any]] = {}
+    for values in tensors:
+        for name, v in values.items():
+            v = v.ravel()
+            now = {"min": np.nanmin(v), "max": np.nanmax(v), "absmin": np.nanmin(np.abs(v))} if v.size else \
+                {"min": v.dtype.type(0), "max": v.dtype.type(0), "absmin": v.dtype.type(0)}
+            seen = found.setdefault(name, now)
+            if seen is not now:
+                seen["min"], seen["max"] = min(seen["min"], now["min"]), max(seen["max"], now["max"])
+                seen["absmin"] = min(seen["absmin"], now["absmin"])
+    require_images(reader)
+    return found
+
+
+def histograms(tensors: Iterable[dict[str, np.ndarray]], spans: dict[str, tuple[Any, Any]], bins: int, *,
+               absolute: bool = False) -> dict[str, np.ndarray]:
+    """Second pass: each tensor's value counts (of |x| with ``absolute``) in ``bins`` bins over its span."""
+    counts = {name: np.zeros(bins, np.int64) for name in spans}
+    for values in tensors:
+        for name, v in values.items():
+            counts[name] += np.histogram(np.abs(v) if absolute else v, bins, range=spans[name])[0]
+    return counts
+
+
+def histogram_ranges(tensors: TensorStream, method: str, *, percentile: float = 99.999, num_bins: int,
+                     num_quantized_bins: int = 128):
+    """ONNX Runtime's percentile or entropy thresholds, on histograms of all images made in two passes.
+
+    The spans and bins are those of ``HistogramCollector`` fed every value at once: percentile
+    (symmetric, as ``create_calibrator`` makes it) bins |x| over [min |x|, max |x|]; entropy bins x
+    over [-t, t] with t = max |x|.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, TensorsData
+
+    extremes = tensor_extremes(tensors, tensors.reader)
+    symmetric = method == "percentile"
+    if symmetric:
+        spans = {n: (e["absmin"], max(abs(e["min"]), abs(e["max"]))) for n, e in extremes.items()}
+    else:
+        spans = {n: (-t, t) for n, t in ((n, max(abs(e["min"]), abs(e["max"]))) for n, e in extremes.items())}
+    counts = histograms(tensors, spans, num_bins, absolute=symmetric)
+    collector = HistogramCollector(method=method, symmetric=symmetric, num_bins=num_bins,
+                                   num_quantized_bins=num_quantized_bins, percentile=percentile, scenario="same")
+    for name, count in counts.items():
+        low, high = spans[name]
+        edges = _bin_edges(low, high, num_bins)
+        e = extremes[name]
+        collector.histogram_dict[name] = ((count, edges, e["min"], e["max"]) if symmetric else
+                                          (count, edges, e["min"], e["max"], np.array(high, dtype=high.dtype)))
+    calib = CalibrationMethod.Percentile if method == "percentile" else CalibrationMethod.Entropy
+    return TensorsData(calib, collector.compute_collection_result())
+
+
+def _bin_edges(low, high, bins: int) -> np.ndarray:
+    """The float32 bin edges ``np.histogram`` uses for ``bins`` bins over [low, high] of float32 data."""
+    return np.histogram(np.zeros(0, dtype=np.float32), bins, range=(low, high))[1].astype(np.float32)
+
+
+def quantile_ranges(tensors: TensorStream, percentile: float, bins: int = QUANTILE_BINS):
+    """Each tensor's range from its own value distribution: [q(100 - p), q(p)], widened to hold 0.
+
+    Two passes: min and max, then a ``bins``-bin histogram over that span; the quantiles are read
+    off the histogram, so memory does not grow with the images.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+    extremes = tensor_extremes(tensors, tensors.reader)
+    low = {name: float(e["min"]) for name, e in extremes.items()}
+    high = {name: float(e["max"]) for name, e in extremes.items()}
+    # a constant tensor: a span numpy can cut into ``bins`` finite bins (its bin edges are in the data's float32:
+    # 1e-12 / 4096 is below float32 resolution; a burst graph holds such constants, e.g. the spread of a 1x1 map)
+    spans = {name: (low[name], max(high[name], low[name] + max(1e-12, 1e-2 * abs(low[name])))) for name in low}
+    counts = histograms(tensors, spans, bins)
+    data = {}
+    for name, count in counts.items():
+        lo, hi = tail_range(count, *spans[name], percentile)
+        data[name] = TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+    return TensorsData(CalibrationMethod.MinMax, data)
+
+
+def tail_range(count: np.ndarray, low: float, high: float, percentile: float) -> tuple[float, float]:
+    """[q(100 - p), q(p)] of the values that histogram ``count`` over [low, high] describes, widened to hold 0.
+
+    Bin-conservative: the low end is the left edge of the bin holding q(100 - p), the high end
+    the right edge of the bin holding q(p).
+    """
+    bins = len(count)
+    tail = 1.0 - percentile / 100.0
+    edges = np.linspace(low, high, bins + 1)
+    cdf = np.cumsum(count) / max(float(np.sum(count)), 1.0)
+    lo = float(edges[int(np.searchsorted(cdf, tail, side="right"))])
+    hi = float(edges[min(int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1, bins)])
+    return min(lo, 0.0), max(hi, 0.0)
