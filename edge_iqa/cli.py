@@ -31,6 +31,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("presets", "edge_iqa.commands.presets"),
     ("profile", "profiling.command"),
     ("export", "export.command"),
+    ("bench", "edge_iqa.commands.bench"),
     ("demo", "edge_iqa.commands.demo"),
 )
 
