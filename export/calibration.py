@@ -30,9 +30,11 @@ Percentile and entropy come from Migacz, "8-bit Inference with TensorRT" (GTC 20
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -53,6 +55,50 @@ def split_batch(batch: dict[str, np.ndarray], size: int | None) -> Iterator[dict
         yield {name: value[start:start + step] for name, value in batch.items()}
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One calibration setting: a method and, for percentile and quantile, its percentile."""
+
+    method: str
+    percentile: float = 99.999
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIB_METHODS:
+            raise EdgeIQAError(f"unknown calibration method {self.method!r}; choose one of {', '.join(CALIB_METHODS)}")
+
+    @property
+    def label(self) -> str:
+        """``minmax``, ``entropy``, ``percentile:99.99``, ``quantile:99.9``: what ``--calib-candidate`` takes."""
+        return self.method if self.method in ("minmax", "entropy") else f"{self.method}:{self.percentile:g}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Candidate":
+        method, _, percentile = text.partition(":")
+        if percentile and method in ("percentile", "quantile"):
+            try:
+                value = float(percentile)
+            except ValueError:
+                value = float("nan")
+            if not 50.0 < value <= 100.0:
+                raise EdgeIQAError(f"--calib-candidate {text!r}: the percentile must be a number in (50, 100]")
+            return cls(method, value)
+        if percentile or method not in CALIB_METHODS:
+            raise EdgeIQAError(f"--calib-candidate {text!r} is not a calibration; give minmax, entropy, "
+                               "percentile:P or quantile:P (e.g. quantile:99.99)")
+        return cls(method)
+
+
+# --calib-method auto: ONNX Runtime's methods and the per-tail quantile, at the percentiles around those
+# benchmarks/results/int8_calibration_study.md found best on the distilled students
+AUTO_CANDIDATES = (Candidate("minmax"), Candidate("percentile", 99.99), Candidate("percentile", 99.999),
+                   Candidate("entropy"), Candidate("quantile", 99.9), Candidate("quantile", 99.99),
+                   Candidate("quantile", 99.999))
+# what each histogram method bins: |x| over [min |x|, max |x|] (ONNX Runtime's symmetric percentile), x over
+# [-max |x|, max |x|] (its entropy), x over [min, max] (quantile); and in how many bins
+_HISTOGRAMS = {"percentile": ("abs", PERCENTILE_BINS), "entropy": ("signed", ENTROPY_BINS),
+               "quantile": ("span", QUANTILE_BINS)}
+
+
 def calibrate(fp32_path: str | Path, reader, cache: str | Path, *, method: str = "minmax",
               percentile: float = 99.999, images_per_run: int | None = IMAGES_PER_RUN) -> Path:
     """Activation ranges of the FP32 graph on the reader's images, written to ``cache`` (JSON).
@@ -66,35 +112,65 @@ def calibrate(fp32_path: str | Path, reader, cache: str | Path, *, method: str =
     tails); quantile each tail at its own percentile.
     """
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     from export.quantize import _quiet_ort
 
-    if method not in CALIB_METHODS:
-        raise EdgeIQAError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
+    candidate = Candidate(method, percentile)
     if images_per_run is not None and images_per_run < 1:
         raise EdgeIQAError(f"images per calibration run must be at least 1, got {images_per_run}")
-    # the histogram methods use the percentile calibrator for its augmented graph: every tensor an output
-    calib_method = CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile
-    ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
     reader.rewind()
-    with tempfile.TemporaryDirectory(prefix="edge-iqa-calib-") as tmp, _quiet_ort():
-        calibrator = create_calibrator(Path(fp32_path), ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=calib_method)
-        if method == "minmax":
+    if method == "minmax":  # ONNX Runtime's ReduceMin/ReduceMax graph: no activation leaves the run
+        with tempfile.TemporaryDirectory(prefix="edge-iqa-calib-") as tmp, _quiet_ort():
+            calibrator = create_calibrator(Path(fp32_path), _calibrated_ops(),
+                                           augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                           calibrate_method=CalibrationMethod.MinMax)
             ranges = minmax_ranges(calibrator, reader, images_per_run)
-        else:
-            tensors = TensorStream(calibrator, reader, images_per_run)
-            if method == "quantile":
-                ranges = quantile_ranges(tensors, percentile)
-            elif method == "percentile":
-                ranges = histogram_ranges(tensors, "percentile", percentile=percentile, num_bins=PERCENTILE_BINS)
-            else:
-                ranges = histogram_ranges(tensors, "entropy", num_bins=ENTROPY_BINS,
-                                          num_quantized_bins=ENTROPY_QUANTIZED_BINS)
-        del calibrator
+            del calibrator
+    else:
+        with _histogram_calibrator(fp32_path) as calibrator:
+            (ranges,) = candidate_ranges(TensorStream(calibrator, reader, images_per_run), [candidate])
     save_tensors_data(ranges, Path(cache))
     return Path(cache)
+
+
+def calibrate_candidates(fp32_path: str | Path, reader, candidates: Sequence[Candidate], folder: str | Path, *,
+                         images_per_run: int | None = IMAGES_PER_RUN) -> list[Path]:
+    """Ranges of every candidate from one streaming calibration (two passes), as cache files in ``folder``."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    reader.rewind()
+    with _histogram_calibrator(fp32_path) as calibrator:
+        found = candidate_ranges(TensorStream(calibrator, reader, images_per_run), candidates)
+    paths = []
+    for c, ranges in zip(candidates, found):
+        paths.append(folder / f"calibration_{c.label.replace(':', '_')}.json")
+        save_tensors_data(ranges, paths[-1])
+    return paths
+
+
+@contextlib.contextmanager
+def _histogram_calibrator(fp32_path: str | Path):
+    """ONNX Runtime's percentile calibrator, for its augmented graph: every calibrated tensor an output."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    from export.quantize import _quiet_ort
+
+    with tempfile.TemporaryDirectory(prefix="edge-iqa-calib-") as tmp, _quiet_ort():
+        calibrator = create_calibrator(Path(fp32_path), _calibrated_ops(),
+                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.Percentile)
+        try:
+            yield calibrator
+        finally:
+            del calibrator
+
+
+def _calibrated_ops() -> list[str]:
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
 
 
 def require_images(reader) -> None:
@@ -159,70 +235,86 @@ def tensor_extremes(tensors: Iterable[dict[str, np.ndarray]], reader) -> dict[st
     return found
 
 
-def histograms(tensors: Iterable[dict[str, np.ndarray]], spans: dict[str, tuple[Any, Any]], bins: int, *,
-               absolute: bool = False) -> dict[str, np.ndarray]:
-    """Second pass: each tensor's value counts (of |x| with ``absolute``) in ``bins`` bins over its span."""
-    counts = {name: np.zeros(bins, np.int64) for name in spans}
-    for values in tensors:
-        for name, v in values.items():
-            counts[name] += np.histogram(np.abs(v) if absolute else v, bins, range=spans[name])[0]
-    return counts
 
+def candidate_ranges(tensors: TensorStream, candidates: Sequence[Candidate]) -> list:
+    """Each candidate's ranges (ONNX Runtime ``TensorsData``) from two shared passes over the images.
 
-def histogram_ranges(tensors: TensorStream, method: str, *, percentile: float = 99.999, num_bins: int,
-                     num_quantized_bins: int = 128):
-    """ONNX Runtime's percentile or entropy thresholds, on histograms of all images made in two passes.
-
-    The spans and bins are those of ``HistogramCollector`` fed every value at once: percentile
-    (symmetric, as ``create_calibrator`` makes it) bins |x| over [min |x|, max |x|]; entropy bins x
-    over [-t, t] with t = max |x|.
+    Pass one finds every tensor's extremes (minmax needs nothing more); pass two fills the
+    histograms the histogram methods need, each kind once for all the candidates that use it.
     """
-    from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, TensorsData
-
     extremes = tensor_extremes(tensors, tensors.reader)
-    symmetric = method == "percentile"
-    if symmetric:
-        spans = {n: (e["absmin"], max(abs(e["min"]), abs(e["max"]))) for n, e in extremes.items()}
-    else:
-        spans = {n: (-t, t) for n, t in ((n, max(abs(e["min"]), abs(e["max"]))) for n, e in extremes.items())}
-    counts = histograms(tensors, spans, num_bins, absolute=symmetric)
-    collector = HistogramCollector(method=method, symmetric=symmetric, num_bins=num_bins,
-                                   num_quantized_bins=num_quantized_bins, percentile=percentile, scenario="same")
-    for name, count in counts.items():
-        low, high = spans[name]
-        edges = _bin_edges(low, high, num_bins)
-        e = extremes[name]
-        collector.histogram_dict[name] = ((count, edges, e["min"], e["max"]) if symmetric else
-                                          (count, edges, e["min"], e["max"], np.array(high, dtype=high.dtype)))
-    calib = CalibrationMethod.Percentile if method == "percentile" else CalibrationMethod.Entropy
-    return TensorsData(calib, collector.compute_collection_result())
+    kinds = {_HISTOGRAMS[c.method] for c in candidates if c.method != "minmax"}
+    spans = {kind: _spans(kind[0], extremes) for kind in kinds}
+    counts = {kind: {name: np.zeros(kind[1], np.int64) for name in extremes} for kind in kinds}
+    if kinds:
+        for values in tensors:
+            for name, v in values.items():
+                for kind in kinds:
+                    counts[kind][name] += np.histogram(np.abs(v) if kind[0] == "abs" else v, kind[1],
+                                                       range=spans[kind][name])[0]
+    out = []
+    for c in candidates:
+        kind = _HISTOGRAMS.get(c.method)
+        if c.method == "minmax":
+            out.append(_minmax(extremes))
+        elif c.method == "quantile":
+            out.append(_quantiles(counts[kind], spans[kind], c.percentile))
+        else:
+            out.append(_onnxruntime_thresholds(c, extremes, counts[kind], spans[kind]))
+    return out
 
 
-def _bin_edges(low, high, bins: int) -> np.ndarray:
-    """The float32 bin edges ``np.histogram`` uses for ``bins`` bins over [low, high] of float32 data."""
-    return np.histogram(np.zeros(0, dtype=np.float32), bins, range=(low, high))[1].astype(np.float32)
+def _spans(kind: str, extremes: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, Any]]:
+    if kind == "abs":
+        return {n: (e["absmin"], max(abs(e["min"]), abs(e["max"]))) for n, e in extremes.items()}
+    if kind == "signed":
+        return {n: (-t, t) for n, t in ((n, max(abs(e["min"]), abs(e["max"]))) for n, e in extremes.items())}
+    # a constant tensor: a span numpy can cut into finite bins (its bin edges are in the data's float32:
+    # 1e-12 / 4096 is below float32 resolution; a burst graph holds such constants, e.g. the spread of a 1x1 map)
+    return {n: (float(e["min"]), max(float(e["max"]), float(e["min"]) + max(1e-12, 1e-2 * abs(float(e["min"])))))
+            for n, e in extremes.items()}
 
 
-def quantile_ranges(tensors: TensorStream, percentile: float, bins: int = QUANTILE_BINS):
-    """Each tensor's range from its own value distribution: [q(100 - p), q(p)], widened to hold 0.
-
-    Two passes: min and max, then a ``bins``-bin histogram over that span; the quantiles are read
-    off the histogram, so memory does not grow with the images.
-    """
+def _minmax(extremes):
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
 
-    extremes = tensor_extremes(tensors, tensors.reader)
-    low = {name: float(e["min"]) for name, e in extremes.items()}
-    high = {name: float(e["max"]) for name, e in extremes.items()}
-    # a constant tensor: a span numpy can cut into ``bins`` finite bins (its bin edges are in the data's float32:
-    # 1e-12 / 4096 is below float32 resolution; a burst graph holds such constants, e.g. the spread of a 1x1 map)
-    spans = {name: (low[name], max(high[name], low[name] + max(1e-12, 1e-2 * abs(low[name])))) for name in low}
-    counts = histograms(tensors, spans, bins)
+    return TensorsData(CalibrationMethod.MinMax, {n: TensorData(lowest=np.float32(e["min"]), highest=np.float32(e["max"]))
+                                                  for n, e in extremes.items()})
+
+
+def _quantiles(counts, spans, percentile: float):
+    """[q(100 - p), q(p)] of each tensor (:func:`tail_range`), as MinMax ranges."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
     data = {}
     for name, count in counts.items():
         lo, hi = tail_range(count, *spans[name], percentile)
         data[name] = TensorData(lowest=np.float32(lo), highest=np.float32(hi))
     return TensorsData(CalibrationMethod.MinMax, data)
+
+
+def _onnxruntime_thresholds(candidate: Candidate, extremes, counts, spans):
+    """ONNX Runtime's percentile or entropy thresholds, found by its ``HistogramCollector`` on our histograms.
+
+    The spans and bins are those the collector makes when fed every value at once: percentile
+    (symmetric, as ``create_calibrator`` makes it) bins |x| over [min |x|, max |x|]; entropy bins x
+    over [-t, t] with t = max |x|.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, TensorsData
+
+    symmetric = candidate.method == "percentile"
+    bins = _HISTOGRAMS[candidate.method][1]
+    collector = HistogramCollector(method=candidate.method, symmetric=symmetric, num_bins=bins,
+                                   num_quantized_bins=ENTROPY_QUANTIZED_BINS, percentile=candidate.percentile,
+                                   scenario="same")
+    for name, count in counts.items():
+        low, high = spans[name]
+        edges = np.histogram(np.zeros(0, dtype=np.float32), bins, range=(low, high))[1].astype(np.float32)
+        e = extremes[name]
+        collector.histogram_dict[name] = ((count, edges, e["min"], e["max"]) if symmetric else
+                                          (count, edges, e["min"], e["max"], np.array(high, dtype=high.dtype)))
+    return TensorsData(CalibrationMethod.Percentile if symmetric else CalibrationMethod.Entropy,
+                       collector.compute_collection_result())
 
 
 def tail_range(count: np.ndarray, low: float, high: float, percentile: float) -> tuple[float, float]:

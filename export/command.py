@@ -28,7 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", metavar="DATA", help="dataset folder whose images calibrate int8")
     parser.add_argument("--calib-split", default="train", choices=("train", "val", "test", "all"))
     parser.add_argument("--calib-images", type=positive_int, default=256, help="at most this many calibration images")
-    parser.add_argument("--calib-method", default="minmax", help=f"{', '.join(CALIB_METHODS)}")
+    parser.add_argument("--calib-method", default="minmax",
+                        help=f"{', '.join(CALIB_METHODS)} (auto: try each --calib-candidate, keep the one whose INT8 "
+                             "graph agrees best with FP32 on --calib-select-split; all figures in parity.json)")
+    parser.add_argument("--calib-select-split", default="val", choices=("train", "val", "test", "all"),
+                        help="labelled split of --calib DATA that --calib-method auto ranks its candidates on")
+    parser.add_argument("--calib-candidate", action="append", default=[], metavar="METHOD[:P]",
+                        help="for --calib-method auto (repeatable): minmax, entropy, percentile:P or quantile:P; "
+                             "default minmax, percentile:99.99, percentile:99.999, entropy, quantile:99.9, "
+                             "quantile:99.99, quantile:99.999")
     parser.add_argument("--percentile", type=float, default=99.999, help="for --calib-method percentile (of |x|) and quantile (each tail)")
     parser.add_argument("--cpu-layout", default="qoperator",
                         help=f"int8 ONNX for CPU: {', '.join(CPU_LAYOUTS)} (default qoperator; auto = time both "
@@ -59,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable_dir(args.out)
     config = ExportConfig(format=args.format, precision=args.precision, calib_method=args.calib_method,
                           calib_split=args.calib_split, calib_images=args.calib_images, percentile=args.percentile,
-                          cpu_layout=args.cpu_layout, float_layers=tuple(args.float_layer), opset=args.opset)
+                          cpu_layout=args.cpu_layout, float_layers=tuple(args.float_layer), opset=args.opset,
+                          calib_select_split=args.calib_select_split, calib_candidates=tuple(args.calib_candidate))
     if config.needs_calib and not args.calib:
         from edge_iqa.errors import EdgeIQAError
 
@@ -90,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
         say(f"{config.format} {config.precision}: {artifact.path}" + ("" if artifact.path.exists() else
                                                                        " (not built here, see build_engine.sh)"))
         say(f"scored by: {artifact.runner_status} — {artifact.runner_note}")
+        auto = artifact.info.get("calib_auto")
+        if auto:
+            say(f"calibration auto on {auto['split']} (n={auto['n']}): chosen {auto['chosen']}; " + ", ".join(
+                f"{r['candidate']} {r['spearman_vs_fp32']:.4f}" for r in auto["candidates"]))
         for check in checks:
             say("  " + check.line())
             if check.name == "accuracy" and check.detail.get("burst"):

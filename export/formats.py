@@ -18,9 +18,11 @@ from typing import Any
 from edge_iqa.config import reject_unknown_fields
 from edge_iqa.errors import EdgeIQAError
 
-EXPORT_CONFIG_VERSION = 2  # 2: CPU int8 weights in 7 bits (same scores on every x86 CPU), layout qoperator by default
+EXPORT_CONFIG_VERSION = 3  # 2: CPU int8 weights in 7 bits (same scores on every x86 CPU), layout qoperator by default;
+# 3: --calib-method auto (calib_select_split, calib_candidates)
 PRECISIONS = ("fp32", "fp16", "int8", "w8")
-CALIB_METHODS = ("minmax", "percentile", "entropy", "quantile")
+CALIB_METHODS = ("minmax", "percentile", "entropy", "quantile", "auto")  # auto: export.quantize.choose_calibration
+SPLITS = ("train", "val", "test", "all")
 CPU_LAYOUTS = ("auto", "qdq", "qoperator")
 
 
@@ -97,7 +99,10 @@ class ExportConfig:
     """How one artifact was made; stored in its metadata.
 
     calib_method: activation range estimation for int8 (``minmax``, ``percentile``, ``entropy``,
-    ``quantile``; see :mod:`export.quantize`).
+    ``quantile``; see :mod:`export.quantize`), or ``auto``: each of ``calib_candidates`` (empty: the
+    default list, :data:`export.calibration.AUTO_CANDIDATES`; ``quantile:99.99`` …) is tried and the one
+    whose INT8 graph agrees best with FP32 on the labelled ``calib_select_split`` is kept
+    (:func:`export.quantize.choose_calibration`; every candidate's figures go into ``parity.json``).
     calib_images: at most this many images of ``calib_split`` are used for calibration.
     cpu_layout: int8 ONNX for CPU: ``qoperator`` (the default: the smaller file, and no slower than
     QDQ at the UHD presets' inputs in ``benchmarks/results/int8_layouts.md``), ``qdq``, or ``auto``
@@ -115,6 +120,8 @@ class ExportConfig:
     cpu_layout: str = "qoperator"
     float_layers: tuple[str, ...] = ()
     opset: int = 18
+    calib_select_split: str = "val"
+    calib_candidates: tuple[str, ...] = ()
     version: int = EXPORT_CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -129,6 +136,17 @@ class ExportConfig:
         if self.needs_calib and self.calib_method not in fmt.calib_methods:
             raise EdgeIQAError(f"--calib-method {self.calib_method} is not available for --format {self.format} "
                                f"--precision {self.precision}; choose one of {', '.join(fmt.calib_methods)}")
+        object.__setattr__(self, "calib_candidates", tuple(self.calib_candidates))
+        if self.calib_select_split not in SPLITS:
+            raise EdgeIQAError(f"unknown --calib-select-split {self.calib_select_split!r}; choose one of {', '.join(SPLITS)}")
+        if self.calib_candidates and self.calib_method != "auto":
+            raise EdgeIQAError("--calib-candidate lists what --calib-method auto tries; "
+                               f"--calib-method {self.calib_method} would ignore it")
+        if self.calib_candidates:
+            from export.calibration import Candidate
+
+            for text in self.calib_candidates:
+                Candidate.parse(text)
         if self.cpu_layout not in CPU_LAYOUTS:
             raise EdgeIQAError(f"unknown int8 CPU layout {self.cpu_layout!r}; choose one of {', '.join(CPU_LAYOUTS)}")
         if self.calib_images < 1:

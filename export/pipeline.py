@@ -169,7 +169,11 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
     layout = "qdq" if flavour == "tensorrt" else export.cpu_layout
     explicit = [p for p in export.float_layers if p != AUTO]
     float_nodes = resolve_float_layers(fp32, explicit)
-    search = None
+    search = auto_calib = None
+    if export.calib_method == AUTO:  # the candidates' ranges and trial graphs go into a folder next to the artifact
+        chosen, auto_calib = _choose_calibration(config, export, fp32, path, calib, reader, flavour, layout,
+                                                 float_nodes, cache)
+        common.update(method=chosen.method, percentile=chosen.percentile)
     if AUTO in export.float_layers:
         found, search = search_float_layers(fp32, reader, flavour=flavour, layout="qdq" if layout == "auto" else layout,
                                             burst=config.burst is not None, **common)
@@ -181,9 +185,35 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
         _, choice = quantize_for_cpu(fp32, path, reader, config, layout=layout, float_nodes=float_nodes, **common)
     info = {"int8_flavour": flavour, "int8_layout": choice, "float_layers": list(export.float_layers),
             "float_nodes": len(float_nodes), "float_search": search, "calib_images": reader.images, "_cache": cache}
+    if auto_calib is not None:
+        from export.quantize import _carry_metadata
+
+        info["calib_auto"] = auto_calib
+        _carry_metadata(path, path, {"calib_method_requested": "auto", "calib_auto_chosen": auto_calib["chosen"]})
     if config.burst is not None:
         info["calib_bursts"] = reader.n_bursts
     return info
+
+
+def _choose_calibration(config, export: ExportConfig, fp32: Path, path: Path, calib, reader, flavour: str,
+                        layout: str, float_nodes: list[str], cache: Path):
+    """``--calib-method auto``: the chosen candidate (its ranges written to ``cache``) and the record of all."""
+    import shutil
+
+    from export.calibration import Candidate
+    from export.quantize import SelectionSplit, choose_calibration
+
+    folder = path.with_name("calibration_candidates")
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        chosen, chosen_cache, record = choose_calibration(
+            fp32, reader, SelectionSplit(config, calib, export.calib_select_split), folder, flavour=flavour,
+            layout="qdq" if layout == "auto" else layout, float_nodes=float_nodes,
+            candidates=[Candidate.parse(c) for c in export.calib_candidates])
+        chosen_cache.replace(cache)
+        return chosen, record
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 
@@ -437,4 +467,5 @@ def _report(artifact: Artifact, data, split: str, checks: list[Check], threshold
         "checks": [c.to_dict() for c in checks],
         "passed": not bad, "failed_checks": [c.name for c in bad],
         "skipped_checks": [c.name for c in checks if c.status == SKIPPED],
+        **({"calib_auto": artifact.info["calib_auto"]} if artifact.info.get("calib_auto") else {}),
     }

@@ -445,3 +445,102 @@ def group_macs(onnx_path: str | Path, groups: dict[str, list[str]]) -> dict[str,
     except EdgeIQAError:
         by_node = {}
     return {g: sum(by_node.get(n, 0) for n in nodes) for g, nodes in groups.items()}
+
+
+def choose_calibration(fp32_path: str | Path, reader, selection: "SelectionSplit", folder: str | Path, *,
+                       flavour: str, layout: str = "qdq", float_nodes: Sequence[str] = (),
+                       candidates: Sequence = ()) -> tuple[Any, Path, dict[str, Any]]:
+    """``--calib-method auto``: the calibration whose INT8 graph agrees best with FP32 on ``selection``.
+
+    Every candidate (:data:`export.calibration.AUTO_CANDIDATES` unless given) gets its ranges from
+    one streaming calibration over ``reader`` (two passes shared by all), its INT8 graph in
+    ``flavour``/``layout`` with ``float_nodes`` in float, and the parity metric on the images of
+    ``selection`` (a labelled split, not the calibration images): Spearman(FP32 scores, INT8
+    scores), ties broken by the smaller SRCC drop; for burst models the mean per-burst Spearman
+    (worst task). Returns the chosen candidate, its cache file and the record of every candidate.
+    """
+    from export.calibration import AUTO_CANDIDATES, calibrate_candidates
+
+    candidates = list(candidates or AUTO_CANDIDATES)
+    folder = Path(folder)
+    caches = calibrate_candidates(fp32_path, reader, candidates, folder)
+    graphs = [quantize_onnx(fp32_path, cache.with_suffix(".onnx"), None, flavour=flavour, layout=layout,
+                            method=c.method, percentile=c.percentile, float_nodes=float_nodes, cache=cache)
+              for c, cache in zip(candidates, caches)]
+    figures = selection.measure(fp32_path, graphs)
+    rows = [{"candidate": c.label, "method": c.method, "percentile": c.percentile
+             if c.method in ("percentile", "quantile") else None, **f} for c, f in zip(candidates, figures)]
+    best = max(range(len(rows)), key=lambda i: (rows[i]["spearman_vs_fp32"], -rows[i].get("srcc_drop", 0.0)))
+    for graph in graphs:
+        graph.unlink()
+    record = {"chosen": rows[best]["candidate"], "split": selection.split, "n": selection.count,
+              "metric": selection.metric, "flavour": flavour, "layout": layout, "candidates": rows}
+    return candidates[best], caches[best], record
+
+
+class SelectionSplit:
+    """The labelled images (bursts) that ``--calib-method auto`` scores its candidates on, decoded once per call."""
+
+    def __init__(self, config: ModelConfig, data: str | Path, split: str, batch_size: int = 8):
+        self.config, self.data, self.split, self.batch_size = config, data, split, batch_size
+        self.burst = config.burst is not None
+        self.metric = ("mean per-burst Spearman vs FP32 (reference frame left out, worst task)" if self.burst else
+                       "Spearman(FP32, INT8 scores), then the smaller SRCC drop against the labels")
+        if self.burst:
+            from export.burst import read_bursts
+
+            self.items = read_bursts(data, split)
+        else:
+            from edge_iqa.data.manifest import read_manifest
+
+            self.items = read_manifest(data, split=None if split == "all" else split)
+        if len(self.items) < 2:
+            raise EdgeIQAError(f"--calib-method auto ranks its candidates on split {split!r} of {data}, which has "
+                               f"{len(self.items)} {'bursts' if self.burst else 'images'}; choose another "
+                               "--calib-select-split")
+        self.count = len(self.items)
+
+    def measure(self, fp32_path: str | Path, graphs: Sequence[Path]) -> list[dict[str, float]]:
+        """The parity figures of each INT8 graph against the FP32 graph on this split (one decode pass)."""
+        from edge_iqa.runtimes.onnxruntime import onnx_session
+
+        sessions = [onnx_session(p) for p in (fp32_path, *graphs)]
+        outputs: list[list[np.ndarray]] = [[] for _ in sessions]
+        truth: list[float] = []
+        for feeds, done in self._batches():
+            for out, session in zip(outputs, sessions):
+                out.append(session.run(None, feeds)[0])
+            truth += [self.items[i].score for i in done] if not self.burst else []
+        if not outputs[0]:
+            raise EdgeIQAError(f"no image of split {self.split!r} of {self.data} could be decoded for --calib-method auto")
+        if self.burst:
+            from export.burst import outputs_agreement
+
+            return [{"spearman_vs_fp32": outputs_agreement(outputs[0], out)} for out in outputs[1:]]
+        from export.parity import score_agreement, truth_metrics
+
+        fp32 = np.concatenate([o.reshape(-1) for o in outputs[0]])
+        fp32_srcc = truth_metrics(fp32, truth)["srcc"]
+        figures = []
+        for out in outputs[1:]:
+            scores = np.concatenate([o.reshape(-1) for o in out])
+            agree = score_agreement(fp32, scores)
+            figures.append({"spearman_vs_fp32": agree["spearman_vs_fp32"],
+                            "srcc_drop": float(fp32_srcc - truth_metrics(scores, truth)["srcc"]),
+                            "max_abs_delta": agree["max_abs_delta"], "n": len(truth)})
+        return figures
+
+    def _batches(self) -> Iterator[tuple[dict[str, np.ndarray], list[int]]]:
+        names = input_names(self.config)
+        if self.burst:
+            from export.burst import burst_batches
+
+            for done, views, _ in burst_batches(self.items, self.config, self.batch_size):
+                if done:
+                    yield {n: np.ascontiguousarray(v, dtype=np.float32) for n, v in zip(names, views)}, done
+            return
+        from edge_iqa.scoring import iter_view_batches
+
+        for views, done, _ in iter_view_batches([r.path for r in self.items], self.config, self.batch_size):
+            if done:
+                yield {n: np.ascontiguousarray(v, dtype=np.float32) for n, v in zip(names, views)}, done

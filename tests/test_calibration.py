@@ -196,9 +196,11 @@ def test_streaming_ranges_equal_one_run_of_every_image(method, student_graph, tm
     assert len(streamed) > 50 and streamed == whole
 
 
-@pytest.mark.parametrize("method,options", [("percentile", {"num_bins": 2048, "percentile": 99.9}),
-                                            ("entropy", {"num_bins": 512, "num_quantized_bins": 128})])
-def test_streaming_histograms_equal_onnxruntime_given_every_image(method, options, student_graph, tmp_path):
+@pytest.mark.parametrize("graph,method,options", [
+    ("student", "percentile", {"num_bins": 2048, "percentile": 99.9}),
+    ("skewed", "entropy", {"num_bins": 512, "num_quantized_bins": 128}),  # its KL search: 0.2 s a tensor
+])
+def test_streaming_histograms_equal_onnxruntime_given_every_image(graph, method, options, request, tmp_path):
     """ONNX Runtime's own calibrator fed all images in one collect_data call (it then holds every activation)
     finds the same thresholds as the two streaming passes."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
@@ -206,7 +208,11 @@ def test_streaming_histograms_equal_onnxruntime_given_every_image(method, option
 
     from export.calibration import calibrate
 
-    path, batches = student_graph
+    if graph == "student":
+        path, batches = request.getfixturevalue("student_graph")
+    else:
+        path, arrays = request.getfixturevalue("skewed")
+        batches = [{"x": a} for a in arrays]
     streamed = ranges(calibrate(path, FeedReader(batches), tmp_path / "s.json", method=method,
                                 percentile=options.get("percentile", 99.999)))
     calibrator = create_calibrator(path, sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),
@@ -217,7 +223,7 @@ def test_streaming_histograms_equal_onnxruntime_given_every_image(method, option
     calibrator.collect_data(FeedReader(batches))
     save_tensors_data(calibrator.compute_data(), tmp_path / "ort.json")
     reference = ranges(tmp_path / "ort.json")
-    assert len(streamed) > 50 and set(streamed) == set(reference)
+    assert len(streamed) >= (50 if graph == "student" else 2) and set(streamed) == set(reference)
     for name, (low, high) in reference.items():
         assert streamed[name] == pytest.approx((low, high), rel=1e-6, abs=1e-7), name
 
@@ -229,3 +235,59 @@ def test_streaming_rejects_a_zero_run_size(student_graph, tmp_path):
     path, batches = student_graph
     with pytest.raises(EdgeIQAError, match="at least 1"):
         calibrate(path, FeedReader(batches), tmp_path / "z.json", images_per_run=0)
+
+
+# --------------------------------------------------------------------------- --calib-method auto
+
+
+@pytest.fixture(scope="module")
+def export_fixture(tmp_path_factory):
+    """The export fixture's student and its synthetic data (tests/fixtures/make_fixture.py)."""
+    from golden_fixtures import fixture_module, fixture_student, rebuilt_data
+
+    module = fixture_module("make_fixture")
+    return fixture_student(module), rebuilt_data(module, tmp_path_factory.mktemp("export") / "data")
+
+
+AUTO_TRIAL = ("minmax", "percentile:99.99", "quantile:99.99")  # not entropy: its KL search takes 20 s here
+
+
+def test_auto_calibration_keeps_the_best_candidate_and_records_all(export_fixture, tmp_path):
+    import onnx
+
+    from export.formats import ExportConfig
+    from export.metadata import EXPORT_KEY
+    from export.pipeline import check_parity, export_model
+
+    student, data = export_fixture
+    config = ExportConfig(format="onnx", precision="int8", calib_method="auto", calib_images=16,
+                          calib_candidates=AUTO_TRIAL)
+    with pytest.warns(UserWarning, match="only 16 images"):
+        artifact = export_model(student, config, tmp_path, calib=data)
+    report, _ = check_parity(artifact, student, data, split="val")
+    record = report["calib_auto"]
+    rows = record["candidates"]
+    assert [r["candidate"] for r in rows] == list(AUTO_TRIAL) and record["split"] == "val" and record["n"] == 184
+    best = max((r["spearman_vs_fp32"], -r["srcc_drop"]) for r in rows)
+    chosen = next(r for r in rows if r["candidate"] == record["chosen"])
+    assert (chosen["spearman_vs_fp32"], -chosen["srcc_drop"]) == best
+    assert all(-1.0 <= r["spearman_vs_fp32"] <= 1.0 and r["n"] == 184 for r in rows)
+    settings = json.loads({p.key: p.value for p in onnx.load(str(artifact.path)).metadata_props}[EXPORT_KEY])
+    assert settings["calib_method"] == chosen["method"] and settings["calib_method_requested"] == "auto"
+    assert (tmp_path / "calibration_auto.json").is_file() and not (tmp_path / "calibration_candidates").exists()
+    print("auto calibration on the fixture:", {r["candidate"]: round(r["spearman_vs_fp32"], 4) for r in rows},
+          "chosen", record["chosen"])
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"calib_candidates": ("quantile:99.9",)}, "--calib-method minmax would ignore it"),
+    ({"calib_method": "auto", "calib_candidates": ("mse",)}, "--calib-candidate 'mse' is not a calibration"),
+    ({"calib_method": "auto", "calib_candidates": ("quantile:40",)}, "must be a number in (50, 100]"),
+    ({"calib_method": "auto", "calib_select_split": "holdout"}, "unknown --calib-select-split 'holdout'"),
+])
+def test_auto_calibration_options_are_checked(options, message):
+    from edge_iqa.errors import EdgeIQAError
+    from export.formats import ExportConfig
+
+    with pytest.raises(EdgeIQAError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ExportConfig(format="onnx", precision="int8", **options)
