@@ -1,4 +1,4 @@
-"""``edge-iqa export``: a checkpoint to ONNX, TensorRT or CoreML, with accuracy regression checks.
+"""``edge-iqa export``: a checkpoint to ONNX, TensorRT, CoreML or ExecuTorch, with accuracy regression checks.
 
 Writes the artifact into ``--out``, plus ``export.json`` (settings, files, structural checks)
 and, with ``--check DATA``, ``parity.json`` (the artifact against the FP32 PyTorch model on one
@@ -13,7 +13,7 @@ import sys
 
 from export.formats import CALIB_METHODS, CPU_LAYOUTS, FORMATS
 
-HELP = "export a checkpoint to ONNX, TensorRT or CoreML (FP32/FP16/INT8) and check it against PyTorch"
+HELP = "export a checkpoint to ONNX, TensorRT, CoreML or ExecuTorch (FP32/FP16/INT8) and check it against PyTorch"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

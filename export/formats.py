@@ -85,6 +85,10 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "PyTorch with the package's weights read back (activations rounded to FP16)",
            "export.pipeline:build_coreml",
            "ML Program package with image inputs; w8 = int8 weights, int8 = W8A8 (weights and activations)"),
+    Format("executorch", ".pte", ("fp32", "int8"), "fp32", ("int8",), ("minmax",), "executorch", "phone CPU (XNNPACK)",
+           "nothing: the exporter needs executorch too", "export.pipeline:build_executorch",
+           "ExecuTorch program for Android/iOS, XNNPACK delegate; int8 = PT2E with the XNNPACK quantizer "
+           "(int8 per-channel weights, int8 activations); runs here in ExecuTorch's Python runtime"),
 )}
 
 

@@ -324,6 +324,27 @@ def _calib_tensors(config: ModelConfig, export: ExportConfig, calib) -> Iterator
             yield tuple(torch.from_numpy(v) for v in views)
 
 
+# --------------------------------------------------------------------------- ExecuTorch
+
+
+def build_executorch(model: IQAModel, export: ExportConfig, out: Path, calib, meta: dict) -> Artifact:
+    """A ``.pte`` with the XNNPACK delegate (:mod:`export.executorch`), scored in ExecuTorch's runtime here."""
+    from export.executorch import refuse_burst, torch2pte
+
+    refuse_burst(model.config)  # before calibration reads any image
+    path = out / f"model_{export.precision}.pte"
+    calibration = list(_calib_tensors(model.config, export, calib)) if export.precision == "int8" else None
+    info = torch2pte(model, path, precision=export.precision, calibration=calibration, export=meta)
+    delegation = info["delegation"]
+    heavy = sorted(op for op in delegation["undelegated_ops"] if any(k in op for k in ("convolution", "linear", "mm")))
+    checks = [Check("xnnpack_delegation", RAN, delegation["delegate_calls"] > 0 and not heavy,
+                    {**delegation, "undelegated_conv_linear": heavy},
+                    "every convolution and linear layer runs in an XNNPACK delegate")]
+    runner = load_artifact(path, "executorch").batch_fn
+    return Artifact(export, model.config, path, [path], runner, RAN, "ExecuTorch runtime, XNNPACK delegate (CPU)",
+                    checks=checks, info=info)
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -333,7 +354,9 @@ def mac_check(model: IQAModel, artifact: Artifact) -> Check:
 
     torch_macs = count_macs(model, example_inputs(model.config, batch=1)).total
     try:
-        if artifact.export.format == "coreml":
+        if artifact.export.format == "executorch":  # the torch.export program that was lowered, at batch 1
+            graph_macs, what = artifact.info["exported_program_macs"], "torch.export program lowered to the .pte"
+        elif artifact.export.format == "coreml":
             from export.coreml import coreml_macs
 
             graph_macs = coreml_macs(artifact.path)
