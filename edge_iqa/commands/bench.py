@@ -331,6 +331,10 @@ def _exported(item: dict, args, out: Path, exports: dict) -> Path:
 
 
 def _export(checkpoint: Path, fmt: str, precision: str, args, out: Path) -> Path:
+    """Export with the export pipeline into ``OUT/exports/<checkpoint>/<format>_<precision>``;
+    reused when ``bench_export.json`` there says the same checkpoint file and settings made it."""
+    import json
+
     from edge_iqa.checkpoint import load_checkpoint
     from edge_iqa.errors import EdgeIQAError
     from export.formats import ExportConfig
@@ -343,11 +347,20 @@ def _export(checkpoint: Path, fmt: str, precision: str, args, out: Path) -> Path
     export = ExportConfig(fmt, precision, **settings)
     if export.needs_calib and calib is None:
         raise EdgeIQAError(f"{precision} calibrates on real images; pass --calib DATA or --check DATA")
-    model, _ = load_checkpoint(checkpoint)
     folder = out / "exports" / Path(checkpoint).stem / f"{fmt}_{precision}"
+    stat = Path(checkpoint).stat()
+    made_from = {"checkpoint": str(Path(checkpoint).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                 "export": export.to_dict(), "calib": str(Path(calib).resolve()) if calib else None}
+    record = folder / "bench_export.json"
+    if record.is_file():  # an earlier bench exported the same checkpoint with the same settings: reuse it
+        earlier = json.loads(record.read_text(encoding="utf-8"))
+        if earlier.get("made_from") == made_from and Path(earlier.get("artifact", "")).exists():
+            return Path(earlier["artifact"])
+    model, _ = load_checkpoint(checkpoint)
     artifact = export_model(model, export, folder, calib=calib, command=f"edge-iqa bench {checkpoint}")
     if not artifact.path.exists():
         raise EdgeIQAError(f"{fmt} export wrote no {artifact.path.name} here ({artifact.runner_note})")
+    record.write_text(json.dumps({"made_from": made_from, "artifact": str(artifact.path)}, indent=2) + "\n")
     return artifact.path
 
 

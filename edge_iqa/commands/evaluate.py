@@ -26,6 +26,7 @@ HELP = ("evaluate a checkpoint or exported model on a dataset split (SRCC, PLCC,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from edge_iqa.commands.common import add_max_pixels_option, model_file, non_negative_int, positive_int
+    from edge_iqa.commands.score import add_runtime_options
 
     parser.add_argument("model", type=model_file, help="checkpoint (.pt) or exported model (.onnx)")
     parser.add_argument("--data", required=True, help="dataset directory with manifest.csv")
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--workers", type=non_negative_int, default=2)
     add_max_pixels_option(parser)
-    parser.add_argument("--device", default="cpu")
+    add_runtime_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     check_dataset_folder(args.data)  # before the model loads (torch)
     if is_burst_dataset(args.data):
         return run_burst(args)
-    scorer = edge_iqa.load(args.model, args.device)
+    scorer = edge_iqa.load(args.model, args.device, args.runtime, args.threads)
     scorer.max_pixels = args.max_pixels
     if scorer.config.burst is not None:
         raise EdgeIQAError(f"{args.model} is a burst model and {args.data} a photo dataset; evaluate it on a burst "
@@ -137,7 +138,7 @@ def run_burst(args) -> int:
     split = None if args.split == "all" else args.split
     leak = warn_scene_leakage(args.data)
     eval_set = BurstEvalSet(args.data, split)  # a burst split across splits: one line here
-    scorer = edge_iqa.load(args.model, args.device)
+    scorer = edge_iqa.load(args.model, args.device, args.runtime, args.threads)
     scorer.max_pixels = args.max_pixels
     tasks = _tasks_to_evaluate(args, scorer, labelled_tasks(args.data))
     if leak:

@@ -24,8 +24,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--workers", type=non_negative_int, default=0)
     add_max_pixels_option(parser)
-    parser.add_argument("--device", default="cpu")
+    add_runtime_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--runtime`` and ``--threads``: where and how a model file is run (:mod:`edge_iqa.runtimes`)."""
+    from edge_iqa.commands.common import non_negative_int
+    from edge_iqa.runtimes import RUNTIMES
+
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runtime", choices=tuple(RUNTIMES), default=None,
+                        help="runtime to score in (default: the file's own: .pt torch, .onnx onnxruntime, ...; "
+                             "openvino also takes .onnx)")
+    parser.add_argument("--threads", type=non_negative_int, default=0,
+                        help="intra-op threads of the runtime (default 0: the runtime's own default)")
 
 
 def add_resume_options(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     scan = scan_images(args.paths)  # a missing path stays, to become a row with its error
     scan.warn_skipped()
     files = list(scan.files)
-    scorer = edge_iqa.load(args.model, args.device)
+    scorer = edge_iqa.load(args.model, args.device, args.runtime, args.threads)
     scorer.max_pixels = args.max_pixels
     if args.out:
         results, resumed = score_to_csv(scorer, files, args.out, resume=args.resume, batch_size=args.batch_size,
