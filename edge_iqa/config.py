@@ -14,7 +14,10 @@ against its reference frame for named downstream tasks (Liang et al., "Burst Ima
 Assessment", 2025). Version history: 1 = photo models only; 2 adds ``burst`` (version-1 dicts
 load unchanged, as photo models). ``head`` (``mlp``, or ``nima``: the score-distribution head of
 NIMA, Talebi & Milanfar, IEEE TIP 2018, see ``edge_iqa.nima``) is written only when it is not
-``mlp``, so the dicts of every other model are those of version 2.
+``mlp``, so the dicts of every other model are those of version 2. Version 3 adds ``score_bound``:
+a version-3 ``mlp`` photo head ends in a sigmoid scaled to ``score_range`` (``sigmoid``), so no score
+leaves the range (a distilled student with an unbounded head scored -1.28 on [0, 1]); configs of
+versions 1 and 2 keep their unbounded head (``none``) and write no ``score_bound``, as before.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from typing import Any
 
 from edge_iqa.errors import EdgeIQAError
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
+SCORE_BOUNDS = ("none", "sigmoid")  # how the mlp head's output reaches score_range (ModelConfig.score_bound)
 VIEW_KINDS = ("resize", "center_crop", "fragments", "full")
 HEAD_KINDS = ("mlp", "nima")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -171,6 +175,7 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     burst: BurstConfig | None = None
     head: str = "mlp"
+    score_bound: str | None = None  # None: sigmoid for a version-3 mlp photo head, else none (see the module doc)
 
     def __post_init__(self) -> None:
         views = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**v) for v in self.views)
@@ -187,6 +192,15 @@ class ModelConfig:
             raise EdgeIQAError(f"unknown head {self.head!r}; choose one of {', '.join(HEAD_KINDS)}")
         if self.head == "nima" and self.burst is not None:
             raise EdgeIQAError("the nima head scores single photos; a burst model has its own heads")
+        bounded_head = self.head == "mlp" and self.burst is None
+        if self.score_bound is None:
+            object.__setattr__(self, "score_bound", "sigmoid" if bounded_head and self.version >= 3 else "none")
+        if self.score_bound not in SCORE_BOUNDS:
+            raise EdgeIQAError(f"unknown score_bound {self.score_bound!r}; choose one of {', '.join(SCORE_BOUNDS)}")
+        if self.score_bound == "sigmoid" and not (bounded_head and self.version >= 3):
+            raise EdgeIQAError("score_bound 'sigmoid' bounds the mlp head of a photo model (config version 3); "
+                               f"model {self.name!r} has head {self.head!r}"
+                               + (", a burst head" if self.burst is not None else "") + f", version {self.version}")
         lo, hi = self.score_range
         if not hi > lo:
             raise EdgeIQAError(f"score_range must be (low, high) with high > low, got {self.score_range}")
@@ -202,6 +216,8 @@ class ModelConfig:
         data = dataclasses.asdict(self)
         if data["head"] == "mlp":  # the default: dicts as version 2 wrote them
             del data["head"]
+        if self.version < 3:  # always "none" there: dicts as versions 1 and 2 wrote them
+            del data["score_bound"]
         return data
 
     def to_json(self) -> str:

@@ -39,18 +39,27 @@ def create_backbone(config: ModelConfig) -> nn.Module:
 
 
 class QualityHead(nn.Module):
-    """Pooled multi-level features → hidden layer → one unbounded value."""
+    """Pooled multi-level features → hidden layer → one value in [0, 1] units of the score range.
 
-    def __init__(self, in_features: int, hidden: int, dropout: float):
+    ``bounded`` (``ModelConfig.score_bound == "sigmoid"``, every version-3 photo config): the value
+    goes through a sigmoid, so the score stays inside ``score_range`` whatever the input (an
+    unbounded head extrapolates: a distilled student scored -1.28 on [0, 1]). A sigmoid is
+    monotonic, so it changes no rank (SRCC) of the scores it keeps in range; it adds no weight, so
+    the state dicts of both heads are alike. Unbounded: the head of configs before version 3.
+    """
+
+    def __init__(self, in_features: int, hidden: int, dropout: float, bounded: bool = False):
         super().__init__()
         self.fc1 = nn.Linear(in_features, hidden)
         self.act = nn.ReLU()
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, 1)
-        nn.init.constant_(self.fc2.bias, 0.5)  # start mid-range: scores are regressed in [0, 1] units
+        # start mid-range: sigmoid(0) = 0.5; unbounded, 0.5 itself (scores are regressed in [0, 1] units)
+        nn.init.constant_(self.fc2.bias, 0.0 if bounded else 0.5)
+        self.bound = nn.Sigmoid() if bounded else nn.Identity()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop(self.act(self.fc1(features)))).squeeze(-1)
+        return self.bound(self.fc2(self.drop(self.act(self.fc1(features))))).squeeze(-1)
 
 
 class BackboneBranches(nn.Module):
@@ -80,7 +89,8 @@ class BackboneBranches(nn.Module):
 class IQAModel(BackboneBranches):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.head = QualityHead(sum(self.level_channels()), config.head_hidden, config.head_dropout)
+        self.head = QualityHead(sum(self.level_channels()), config.head_hidden, config.head_dropout,
+                                bounded=config.score_bound == "sigmoid")
 
     def head_features(self, *views: torch.Tensor) -> torch.Tensor:
         """The (B, D) vector the head regresses: pooled features of every level and branch."""

@@ -123,7 +123,7 @@ def test_version_1_configs_load_as_photo_models():
 def test_burst_config_round_trips_and_refuses_bad_values():
     config = get_preset("burst-student")
     assert ModelConfig.from_json(config.to_json()) == config
-    assert config.version == 2 and config.burst == BurstConfig(("denoise", "sr2"), 8)
+    assert config.version == 3 and config.burst == BurstConfig(("denoise", "sr2"), 8)
     with pytest.raises(EdgeIQAError, match="unknown fields"):
         ModelConfig.from_dict(dict(json.loads(config.to_json()), burst={"tasks": ["denoise"], "gamma": 1}))
     with pytest.raises(EdgeIQAError, match="frames >= 2"):

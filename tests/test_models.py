@@ -88,7 +88,7 @@ def test_configs_are_frozen():
 
 
 def test_score_range_maps_head_output():
-    config = tiny(get_preset("demo-student")).replace(score_range=(1.0, 5.0))
+    config = tiny(get_preset("demo-student")).replace(score_range=(1.0, 5.0), score_bound="none")  # the linear map
     model = build_model(config).eval()
     features = torch.zeros(1, model.head.fc1.in_features)
     with torch.no_grad():
