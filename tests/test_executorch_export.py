@@ -163,7 +163,8 @@ def test_program_carries_its_metadata(fp32, student):
 def test_scoring_api_and_cli_take_a_pte(fp32, student, data, capsys):
     from edge_iqa.cli import main
     from edge_iqa.data.manifest import read_manifest
-    from edge_iqa.scoring import Scorer, load, torch_batch_fn
+    from edge_iqa.runtimes.torch_eager import torch_batch_fn
+    from edge_iqa.scoring import Scorer, load
 
     image = read_manifest(data, split="test")[0].path
     score = load(fp32.path).score(image)
