@@ -14,22 +14,17 @@ prediction checks are *skipped* with their reason.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from golden_fixtures import fixture_module, fixture_student, golden_of, rebuilt_data
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-_spec = importlib.util.spec_from_file_location("make_burst_fixture", FIXTURES / "make_burst_fixture.py")
-make_burst_fixture = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("make_burst_fixture", make_burst_fixture)
-_spec.loader.exec_module(make_burst_fixture)
+make_burst_fixture = fixture_module("make_burst_fixture")
 
-GOLDEN = json.loads(make_burst_fixture.GOLDEN.read_text())
+GOLDEN = golden_of(make_burst_fixture)
 # Slack against golden: calibration and kernels are deterministic on one machine; other CPUs'
 # int8 kernels move the numbers a little. Top-1 agreement moves in steps of 1/n_bursts.
 SPEARMAN_SLACK = 0.01
@@ -41,19 +36,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = make_burst_fixture.build_data(tmp_path_factory.mktemp("burst_export") / "data")
-    if make_burst_fixture.manifest_digest(root) != GOLDEN["data"]["manifest_sha256"]:
-        pytest.fail("the synthetic burst set built here differs from the one golden_burst.json was made on "
-                    "(library versions?); run tests/fixtures/make_burst_fixture.py --golden and review the diff")
-    return root
+    return rebuilt_data(make_burst_fixture, tmp_path_factory.mktemp("burst_export") / "data")
 
 
 @pytest.fixture(scope="module")
 def student():
-    from edge_iqa.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(make_burst_fixture.STUDENT)
-    return model
+    return fixture_student(make_burst_fixture)
 
 
 @pytest.fixture(scope="module")

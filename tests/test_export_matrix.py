@@ -13,23 +13,17 @@ check is *simulated* and the engine/prediction checks are *skipped* with their r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from golden_fixtures import fixture_module, fixture_student, golden_of, rebuilt_data
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-_spec = importlib.util.spec_from_file_location("make_fixture", FIXTURES / "make_fixture.py")
-make_fixture = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("make_fixture", make_fixture)
-_spec.loader.exec_module(make_fixture)
+make_fixture = fixture_module("make_fixture")
 
-GOLDEN = json.loads(make_fixture.GOLDEN.read_text())
+GOLDEN = golden_of(make_fixture)
 # Allowed slack against golden: calibration and kernels are deterministic on one machine, but
 # other CPUs (ISA-specific int8 kernels) move the numbers a little.
 SRCC_DROP_SLACK = 0.005
@@ -42,19 +36,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = make_fixture.build_data(tmp_path_factory.mktemp("export") / "data")
-    if make_fixture.manifest_digest(root) != GOLDEN["data"]["manifest_sha256"]:
-        pytest.fail("the synthetic dataset built here differs from the one golden.json was made on "
-                    "(library versions?); run tests/fixtures/make_fixture.py --golden and review the diff")
-    return root
+    return rebuilt_data(make_fixture, tmp_path_factory.mktemp("export") / "data")
 
 
 @pytest.fixture(scope="module")
 def student():
-    from edge_iqa.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(make_fixture.STUDENT)
-    return model
+    return fixture_student(make_fixture)
 
 
 @pytest.fixture(scope="module")

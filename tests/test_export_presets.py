@@ -1,7 +1,7 @@
-"""Every registered preset architecture exports to ONNX (checked in ONNX Runtime) and converts to CoreML.
+"""Every student architecture of the presets exports to ONNX (checked in ONNX Runtime) and converts to CoreML.
 
-Presets that share backbone and head (``architecture``) differ only in views, sizes and widths,
-so one of them stands for all; the chosen ones still cover every view kind of every preset.
+One preset per architecture (``tests/preset_cases.py``); the chosen ones cover every view kind.
+Teachers are not deployed, so they are not exported here; burst students: ``test_burst_export``.
 
 The models are the presets' own architectures (backbone, feature levels, branches, head) with
 the views shrunk to tiny sizes of the same kind and aspect (``tiny_views``), so the test stays
@@ -22,6 +22,7 @@ from edge_iqa.model import build_model
 from edge_iqa.runtimes import CONFIG_KEY
 from edge_iqa.presets import PRESETS
 from export.metadata import EXPORT_KEY, PREPROCESSING_KEY
+from preset_cases import architecture, one_preset_per_architecture
 
 TINY_HEIGHT = 32  # resize / center_crop views get this height, width keeps the aspect (multiple of 8)
 TINY_FRAGMENTS = ViewConfig("fragments", grid=2, patch=16)
@@ -51,30 +52,19 @@ def _inputs(config: ModelConfig, batch: int, seed: int) -> tuple[torch.Tensor, .
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def architecture(config: ModelConfig) -> tuple:
-    """What fixes the exported graph's operators: presets equal in this differ only in views, sizes and widths."""
-    return config.backbone, config.to_dict().get("head", "mlp")
+EXPORTED = one_preset_per_architecture(burst=False, role="student")  # teachers are not deployed; bursts: test_burst_export
 
 
-def one_preset_per_architecture() -> list[str]:
-    first: dict[tuple, str] = {}
-    for name in sorted(PRESETS):
-        if PRESETS[name].burst is None:  # burst presets: tests/test_burst_export.py
-            first.setdefault(architecture(PRESETS[name]), name)
-    return sorted(first.values())
-
-
-@pytest.fixture(scope="module", params=one_preset_per_architecture())
+@pytest.fixture(scope="module", params=EXPORTED)
 def tiny_model(request):
     torch.manual_seed(0)
     return build_model(tiny_views(PRESETS[request.param])).eval()
 
 
-def test_one_preset_per_architecture_covers_every_view_kind():
-    chosen = one_preset_per_architecture()
-    kinds = {v.kind for c in PRESETS.values() if c.burst is None for v in c.views}
-    assert {v.kind for n in chosen for v in PRESETS[n].views} == kinds
-    assert {architecture(PRESETS[n]) for n in chosen} == {architecture(c) for c in PRESETS.values() if c.burst is None}
+def test_exported_presets_cover_every_student_architecture_and_view_kind():
+    students = [c for c in PRESETS.values() if c.burst is None and c.role == "student"]
+    assert {v.kind for n in EXPORTED for v in PRESETS[n].views} == {v.kind for c in students for v in c.views}
+    assert {architecture(PRESETS[n]) for n in EXPORTED} == {architecture(c) for c in students}
 
 
 def test_tiny_views_keep_kinds_and_aspect():

@@ -19,7 +19,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from edge_iqa.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from edge_iqa.checkpoint import load_checkpoint, read_checkpoint
 from edge_iqa.cli import main
 from edge_iqa.config import ModelConfig, ViewConfig
 from edge_iqa.errors import EdgeIQAError

@@ -22,6 +22,7 @@ from edge_iqa.config import ViewConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import build_model, example_inputs
 from edge_iqa.presets import get_preset, list_presets
+from preset_cases import one_preset_per_architecture
 from profiling.budget import check_budget, ensure_within_budget, fit_to_budget, scale_view
 from profiling.command import parse_source
 from profiling.fvcore_macs import count_fvcore_macs
@@ -143,7 +144,7 @@ def _small_views(config):
     return config.replace(views=tuple(scale_view(v, 0.15, config.source_size) for v in config.views))
 
 
-@pytest.mark.parametrize("preset", list_presets())
+@pytest.mark.parametrize("preset", one_preset_per_architecture())
 def test_onnx_export_counts_what_pytorch_counts(preset):
     config = _small_views(get_preset(preset))
     torch.manual_seed(0)
