@@ -11,7 +11,8 @@ with size, metric and ms per image):
   ``/proc/self/clear_refs``; elsewhere the process peak);
 - achieved GMAC/s (the graph's MACs × batch / p50) as a share of this machine's measured GEMM
   peak at the same thread count: the fastest of >= 10 runs of a 1024³ MatMul (FP32) and
-  MatMulInteger (U8S8, INT8) in ONNX Runtime's MLAS kernels. The ratio, not the absolute time, is what carries across machines.
+  MatMulInteger (U8S8, INT8) in ONNX Runtime's MLAS kernels. The ratio, not the absolute
+  time, is what carries across machines.
 
 This module imports no torch: the runtimes it times bring their own dependencies.
 """
@@ -150,7 +151,8 @@ def cpu_name() -> str:
     import subprocess
 
     try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, env={**os.environ, "LC_ALL": "C"}).stdout
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                              env={**os.environ, "LC_ALL": "C"}).stdout
         for line in text.splitlines():
             if line.startswith("Model name:"):
                 return line.split(":", 1)[1].strip()

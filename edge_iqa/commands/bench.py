@@ -261,7 +261,8 @@ def _measure(plan: list[dict], args, timing, out: Path) -> list[dict[str, Any]]:
     rows = []
     bar = tqdm(plan, unit="row", desc="bench", disable=args.json)
     for item in bar:
-        bar.set_postfix_str(f"{item['model']} {item['backend']} {item['precision']} t{item['threads']} b{item['batch']}")
+        bar.set_postfix_str(f"{item['model']} {item['backend']} {item['precision']} "
+                            f"t{item['threads']} b{item['batch']}")
         rows.append(_row(item, args, timing, out, exports, accuracy, e2e))
     bar.close()
     return rows
@@ -542,7 +543,7 @@ def markdown(result: dict) -> str:
     if e2e:
         lines += ["", "End to end (JPEG on disk → decode with JPEG draft → views → inference), per image:", "",
                   "| model | backend | precision | thr | decode+views ms | inference ms | score ms/img | "
-                  "× (decode + inference) | batch | workers | batch img/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "× (decode + inference) | batch | workers | batch img/s |", "|---" * 11 + "|"]
         for r in e2e:
             e = r["e2e"]
             lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['threads']} | "
