@@ -3,7 +3,8 @@
 One console script with subcommands. Each subcommand lives in its own module that defines
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports stay
 inside ``run`` so ``edge-iqa --help`` is fast. Modules of the other packages (``distill``,
-``export``, ``profiling``) are imported here, lazily, and nowhere else in ``edge_iqa``.
+``export``, ``profiling``) are imported here, lazily, and elsewhere in ``edge_iqa`` only inside
+``edge_iqa.commands.bench``'s functions (to export a checkpoint and count its MACs).
 
 Humans get tables and progress bars on stderr; ``--json`` prints one JSON object on stdout.
 User errors (:class:`edge_iqa.errors.EdgeIQAError`) print one line and exit 2, and so does a
