@@ -32,6 +32,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("presets", "edge_iqa.commands.presets"),
     ("profile", "profiling.command"),
     ("export", "export.command"),
+    ("qat", "export.qat_command"),
     ("bench", "edge_iqa.commands.bench"),
     ("demo", "edge_iqa.commands.demo"),
 )

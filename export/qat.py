@@ -1,0 +1,370 @@
+"""Quantization-aware fine-tuning (QAT): train through the target's own INT8 rounding, export with the learned ranges.
+
+Post-training quantization rounds a model that never saw rounding; QAT fine-tunes it through
+fake quantization (quantize then dequantize in float, straight-through gradients; Jacob et al.,
+"Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference",
+CVPR 2018) so the weights adapt to the grid the deployed graph uses. Here:
+
+1. BatchNorm is folded into the convs (:mod:`export.fold`): the folded weights are what the
+   INT8 graph quantizes.
+2. The FP32 graph is calibrated as ``edge-iqa export`` would (PTQ, ``calib_method``), and those
+   ranges initialise one fake-quant per Conv/Gemm input. ONNX node *i* and PyTorch conv *i* are
+   matched in execution order and checked by weight shape.
+3. A few epochs on the training split with the distillation loss ``kd_mse`` against the FP32
+   model itself (its scores are the teacher's; labels are not needed).
+4. Export: the fine-tuned FP32 model to ONNX, PTQ ranges for every tensor of that graph, then the
+   learned range on every Conv/Gemm input, and :func:`export.quantize.quantize_onnx` /
+   :func:`export.quantize.quantize_for_cpu` with that cache: the same quantizer and layout as
+   PTQ, so QAT and PTQ artifacts differ only in weights and ranges.
+
+The fake quant reproduces each target's scheme (the grids of ONNX Runtime's ``compute_scale_zp``):
+
+- ``onnx`` (ONNX Runtime U8S8): activations uint8 [0, 255] with a zero point, weights int8
+  symmetric per output channel in 7 bits ([-64, 64], ``reduce_range``: same scores with and
+  without VNNI, see :mod:`export.quantize`). ONNX Runtime also quantizes the tensors between the
+  convs that are not conv inputs (conv outputs before their activation, SE internals); those keep
+  their PTQ ranges of the fine-tuned graph.
+- ``tensorrt`` (symmetric S8S8, Q/DQ on Conv/Gemm inputs only): activations int8 [-127, 127]
+  and weights int8 [-127, 127], zero points 0. The fake quant sits exactly where the graph has
+  its Q/DQ pairs, so nothing is left to PTQ.
+
+Activation step sizes are learned with LSQ (Esser et al., "Learned Step Size Quantization",
+ICLR 2020: gradient through the rounding, scaled by 1/sqrt(N·Qp)); zero points stay at their PTQ
+values; weight scales follow the weights (max |w| per channel / Qp, which is what the quantizer
+computes when it exports them).
+
+Framework, on the evidence of this environment (torch 2.14, coremltools 9.0; neither torchao nor
+NVIDIA ModelOpt is installed, and ``torch.ao.quantization`` is deprecated in favour of torchao):
+PT2E/FX and ModelOpt place quantizers by their own rules and export their own Q/DQ graphs, so
+their learned ranges have no one-to-one tensor in the graphs ``quantize_static`` builds for ONNX
+Runtime and TensorRT (and PT2E's are not the U8S8-with-7-bit-weights grid). What QAT must match
+is the deployed graph, and it is small enough to write: one module per quantizer below. CoreML
+W8A8 would use coremltools' ``LinearQuantizer`` in training mode (the calibrator of
+:func:`export.coreml.calibrate_w8a8` with fake quant and observers on); not built yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_iqa.errors import EdgeIQAError
+
+QAT_FORMATS = ("onnx", "tensorrt")
+QAT_CONFIG_VERSION = 1
+# (activation qmin, qmax, symmetric), weight qmax: ONNX Runtime's grids for each flavour
+SCHEMES = {"onnx": ((0, 255, False), 64), "tensorrt": ((-127, 127, True), 127)}
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    """How a QAT artifact was made; stored in ``qat.json`` and the artifact's metadata."""
+
+    format: str = "onnx"
+    epochs: int = 2
+    lr: float = 1e-4
+    batch_size: int = 16
+    seed: int = 0
+    calib_method: str = "minmax"
+    percentile: float = 99.999
+    calib_images: int = 256
+    max_images: int = 0  # training images per epoch (0: the whole train split)
+    version: int = QAT_CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if self.format not in QAT_FORMATS:
+            raise EdgeIQAError(f"qat --format {self.format}: QAT exports {' or '.join(QAT_FORMATS)} "
+                               "(CoreML W8A8 QAT is not built yet; use edge-iqa export --format coreml --precision int8)")
+        if self.calib_method not in ("minmax", "percentile", "entropy", "quantile"):
+            raise EdgeIQAError(f"qat --calib-method {self.calib_method}: the PTQ ranges QAT starts from come from "
+                               "minmax, percentile, entropy or quantile")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.max_images < 0:
+            raise EdgeIQAError("qat needs --epochs >= 1, --batch-size >= 1, --lr > 0 and --max-images >= 0")
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return (x.round() - x).detach() + x
+
+
+class ActivationFakeQuant(nn.Module):
+    """Per-tensor fake quant with a learned step size (LSQ) and a fixed zero point, from a PTQ range."""
+
+    def __init__(self, low: float, high: float, qmin: int, qmax: int, symmetric: bool):
+        super().__init__()
+        low, high = min(low, 0.0), max(high, 0.0)
+        if symmetric:
+            scale, zero = 2 * max(abs(low), abs(high)) / (qmax - qmin), 0.0
+        else:
+            scale = (high - low) / (qmax - qmin)
+            zero = float(np.clip(round(qmin - low / scale), qmin, qmax)) if scale > 0 else 0.0
+        self.scale = nn.Parameter(torch.tensor(max(scale, 1e-8)))
+        self.register_buffer("zero_point", torch.tensor(zero))
+        self.qmin, self.qmax = qmin, qmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grad = 1.0 / math.sqrt(max(x[0].numel(), 1) * self.qmax)
+        scale = self.scale.abs().clamp_min(1e-8)
+        scale = (scale - scale * grad).detach() + scale * grad  # LSQ's gradient scale
+        q = torch.clamp(_round_ste(x / scale) + self.zero_point, self.qmin, self.qmax)
+        return (q - self.zero_point) * scale
+
+    def learned_range(self) -> tuple[float, float]:
+        """The [low, high] that makes ONNX Runtime's quantizer pick this scale and zero point."""
+        scale, zero = float(self.scale.detach().abs()), float(self.zero_point)
+        return (self.qmin - zero) * scale, (self.qmax - zero) * scale
+
+
+class WeightFakeQuant(nn.Module):
+    """Symmetric per-output-channel fake quant of a weight on [-qmax, qmax] (scale max |w| / qmax)."""
+
+    def __init__(self, qmax: int):
+        super().__init__()
+        self.qmax = qmax
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        absmax = weight.detach().abs().flatten(1).amax(1).clamp_min(1e-12)
+        scale = (absmax / self.qmax).view(-1, *([1] * (weight.dim() - 1)))
+        return torch.clamp(_round_ste(weight / scale), -self.qmax, self.qmax) * scale
+
+
+def weighted_layers(model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[tuple[str, nn.Module]]:
+    """Every Conv2d and Linear in the order a forward pass calls them (each once)."""
+    from export.fold import execution_order
+
+    seen: dict[int, tuple[str, nn.Module]] = {}
+    for name, module, _, _ in execution_order(model, tuple(inputs)):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            seen.setdefault(id(module), (name, module))
+    return list(seen.values())
+
+
+def graph_weighted_inputs(onnx_path: str | Path) -> list[tuple[str, tuple[int, ...]]]:
+    """(input tensor name, weight shape) of every Conv/Gemm/MatMul of an ONNX graph, in graph order."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    weights = {t.name: tuple(numpy_helper.to_array(t).shape) for t in graph.initializer}
+    from export.quantize import TENSORRT_QUANTIZED_OPS
+
+    return [(n.input[0], weights.get(n.input[1], ())) for n in graph.node if n.op_type in TENSORRT_QUANTIZED_OPS]
+
+
+def match_layers(layers: list[tuple[str, nn.Module]], graph_inputs: list[tuple[str, tuple[int, ...]]]
+                 ) -> list[tuple[str, nn.Module, str]]:
+    """(module name, module, ONNX input tensor) pairs; the i-th weighted layer of each, checked by shape."""
+    if len(layers) != len(graph_inputs):
+        raise EdgeIQAError(f"QAT: the model calls {len(layers)} conv/linear layers, its ONNX graph has "
+                           f"{len(graph_inputs)} Conv/Gemm nodes; cannot match its quantizers")
+    pairs = []
+    for (name, module), (tensor, shape) in zip(layers, graph_inputs):
+        own = tuple(module.weight.shape)
+        if shape not in (own, own[::-1]):
+            raise EdgeIQAError(f"QAT: layer {name} (weight {own}) does not match ONNX input {tensor} (weight {shape})")
+        pairs.append((name, module, tensor))
+    return pairs
+
+
+def read_ranges(cache: Path) -> dict[str, tuple[float, float]]:
+    def value(v):
+        (number,) = np.asarray(v["data"] if isinstance(v, dict) else v, dtype=np.float64).ravel()
+        return float(number)
+
+    data = json.loads(Path(cache).read_text())["data"]
+    return {name: (value(r["lowest"]), value(r["highest"])) for name, r in data.items()}
+
+
+def write_learned_ranges(cache: Path, learned: dict[str, tuple[float, float]]) -> None:
+    """Put the learned [low, high] of each tensor into an ONNX Runtime calibration cache (JSON)."""
+    stored = json.loads(Path(cache).read_text())
+    for name, (low, high) in learned.items():
+        entry = dict(stored["data"].get(name, {"CLS": "TensorData"}))
+        for key, v in (("lowest", low), ("highest", high)):
+            entry[key] = {"data": [float(v)], "dtype": "float32", "CLS": "numpy.array"}
+        stored["data"][name] = entry
+    Path(cache).write_text(json.dumps(stored))
+
+
+class FakeQuantized:
+    """``model`` (BatchNorm folded) with a fake quant on every Conv/Gemm input and weight, initialised
+    from the PTQ ranges in ``cache`` of the model's ONNX graph ``graph``."""
+
+    def __init__(self, model: nn.Module, graph: Path, cache: Path, fmt: str):
+        from torch.nn.utils import parametrize
+
+        from edge_iqa.model import example_inputs
+
+        (act_qmin, act_qmax, symmetric), weight_qmax = SCHEMES[fmt]
+        ranges = read_ranges(cache)
+        self.model = model
+        self.pairs = match_layers(weighted_layers(model, example_inputs(model.config)), graph_weighted_inputs(graph))
+        self.quantizers = nn.ModuleList()
+        self.handles = []
+        for _, module, tensor in self.pairs:
+            if tensor not in ranges:
+                raise EdgeIQAError(f"QAT: the calibration has no range for ONNX tensor {tensor}")
+            fq = ActivationFakeQuant(*ranges[tensor], act_qmin, act_qmax, symmetric)
+            self.quantizers.append(fq)
+            self.handles.append(module.register_forward_pre_hook(lambda m, args, fq=fq: (fq(args[0]), *args[1:])))
+            parametrize.register_parametrization(module, "weight", WeightFakeQuant(weight_qmax))
+        self.initial = {t: q.learned_range() for (_, _, t), q in zip(self.pairs, self.quantizers)}
+
+    def parameters(self):
+        return list(self.model.parameters()) + list(self.quantizers.parameters())
+
+    def learned_ranges(self) -> dict[str, tuple[float, float]]:
+        return {t: q.learned_range() for (_, _, t), q in zip(self.pairs, self.quantizers)}
+
+    def release(self) -> nn.Module:
+        """The fine-tuned float model, fake quant removed (its latent weights; the quantizer re-rounds them)."""
+        from torch.nn.utils import parametrize
+
+        for handle in self.handles:
+            handle.remove()
+        for _, module, _ in self.pairs:
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        return self.model
+
+
+def finetune(fake: FakeQuantized, teacher: nn.Module, paths: Sequence[str | Path], qat: QATConfig,
+             progress=None) -> list[dict[str, float]]:
+    """``qat.epochs`` epochs of kd_mse (score units of the range) between the fake-quant model and ``teacher``."""
+    from distill.losses import LossInputs, get_loss
+    from edge_iqa.scoring import iter_view_batches
+
+    config = teacher.config
+    low, span = config.score_range[0], config.score_range[1] - config.score_range[0]
+    loss_fn = get_loss("kd_mse")
+    optimizer = torch.optim.Adam(fake.parameters(), lr=qat.lr)
+    rng = np.random.default_rng(qat.seed)
+    torch.manual_seed(qat.seed)
+    history = []
+    fake.model.eval()  # no BatchNorm left; dropout off, so the fake-quant model sees what it will run
+    for epoch in range(qat.epochs):
+        order = [paths[i] for i in rng.permutation(len(paths))][: qat.max_images or None]
+        total, batches, start = 0.0, 0, time.perf_counter()
+        for views, done, _ in iter_view_batches(order, config, qat.batch_size):
+            if not done:
+                continue
+            tensors = [torch.from_numpy(v) for v in views]
+            with torch.no_grad():
+                target = (teacher(*tensors) - low) / span
+            pred = (fake.model(*tensors) - low) / span
+            loss = loss_fn(LossInputs(pred=pred, target=target, teacher_pred=target))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, batches = total + float(loss), batches + 1
+        if batches == 0:
+            raise EdgeIQAError("QAT: no training image could be decoded")
+        history.append({"epoch": epoch + 1, "kd_mse": total / batches, "batches": batches,
+                        "seconds": round(time.perf_counter() - start, 2)})
+        if progress:
+            progress(history[-1])
+    return history
+
+
+def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConfig, *, progress=None):
+    """Fine-tune ``model`` with fake quant for ``qat.format``, export it with the learned ranges into ``out``.
+
+    Returns the :class:`export.pipeline.Artifact` (scored by ONNX Runtime; for TensorRT the QDQ
+    graph stands in for the engine, as in ``edge-iqa export``) and the QAT record.
+    """
+    import tempfile
+
+    from edge_iqa.data.manifest import read_manifest
+    from edge_iqa.model import example_inputs
+    from export.calibration import calibrate
+    from export.fold import fold_batchnorm
+    from export.onnx import torch2onnx
+    from export.quantize import ViewCalibrationReader, calibration_paths
+
+    if model.config.burst is not None:
+        raise EdgeIQAError("QAT of burst models is not built yet; export them with edge-iqa export (PTQ)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = model.float().cpu().eval()
+    student = fold_batchnorm(copy.deepcopy(teacher), example_inputs(teacher.config))
+    train = [r.path for r in read_manifest(data, split="train")]
+    if not train:
+        raise EdgeIQAError(f"{data}: no train split to fine-tune on")
+    reader = ViewCalibrationReader(teacher.config, calibration_paths(data, "train", qat.calib_images))
+    with tempfile.TemporaryDirectory(prefix="edge-iqa-qat-") as tmp:
+        graph = torch2onnx(student, Path(tmp) / "ptq.onnx", node_scopes=True)
+        ptq_cache = calibrate(graph, reader, Path(tmp) / "ptq.json", method=qat.calib_method,
+                              percentile=qat.percentile)
+        fake = FakeQuantized(student, graph, ptq_cache, qat.format)
+        history = finetune(fake, teacher, train, qat, progress)
+        learned, initial = fake.learned_ranges(), fake.initial
+        tuned = fake.release()
+    record = {"qat_config": asdict(qat), "epochs": history, "quantizers": len(learned),
+              "train_images": len(train), "calib_images": reader.images,
+              "ranges_moved": _range_moves(initial, learned), "loss": "kd_mse against the FP32 model's scores"}
+    artifact = _export_tuned(tuned, reader, out, qat, learned, record)
+    return artifact, record
+
+
+def _range_moves(initial: dict, learned: dict) -> dict[str, float]:
+    ratios = [(h1 - l1) / (h0 - l0) for (l0, h0), (l1, h1) in ((initial[t], learned[t]) for t in initial) if h0 > l0]
+    return {"min_width_ratio": float(min(ratios)), "median_width_ratio": float(np.median(ratios)),
+            "max_width_ratio": float(max(ratios))} if ratios else {}
+
+
+def _export_tuned(tuned: nn.Module, reader, out: Path, qat: QATConfig, learned: dict, record: dict[str, Any]):
+    """The INT8 artifact of the fine-tuned model: PTQ ranges of its graph, learned ranges on the conv inputs."""
+    import tempfile
+
+    from edge_iqa.runtimes import load_artifact
+    from export.calibration import calibrate
+    from export.formats import ExportConfig
+    from export.metadata import file_size
+    from export.onnx import torch2onnx
+    from export.parity import RAN, SIMULATED, Check
+    from export.pipeline import Artifact
+    from export.quantize import _carry_metadata, quantize_for_cpu, quantize_onnx
+
+    export = ExportConfig(format=qat.format, precision="int8", calib_method=qat.calib_method,
+                          calib_images=qat.calib_images, percentile=qat.percentile, cpu_layout="qoperator")
+    meta = {"export_config": export.to_dict(), "qat": {k: v for k, v in record.items() if k != "epochs"}}
+    flavour = "cpu" if qat.format == "onnx" else "tensorrt"
+    path = out / ("model_int8.onnx" if qat.format == "onnx" else "model_int8_qdq.onnx")
+    cache = out / "calibration_qat.json"
+    with tempfile.TemporaryDirectory(prefix="edge-iqa-qat-") as tmp:
+        fp32 = torch2onnx(tuned, Path(tmp) / "fp32.onnx", node_scopes=True, export=meta)
+        calibrate(fp32, reader, cache, method=qat.calib_method, percentile=qat.percentile)
+        missing = set(learned) - set(read_ranges(cache))
+        if missing:
+            raise EdgeIQAError(f"QAT: the fine-tuned graph lacks tensors {sorted(missing)[:3]}")
+        write_learned_ranges(cache, learned)
+        if flavour == "cpu":
+            _, choice = quantize_for_cpu(fp32, path, None, tuned.config, layout="qoperator",
+                                         method=qat.calib_method, percentile=qat.percentile, cache=cache)
+        else:
+            quantize_onnx(fp32, path, None, flavour="tensorrt", method=qat.calib_method, percentile=qat.percentile,
+                          cache=cache)
+            choice = {"chosen": "qdq", "reason": "TensorRT accepts QDQ only"}
+        fp32_bytes = file_size(fp32)
+    _carry_metadata(path, path, {"qat": True, "calib_images": reader.images})
+    info = {"int8_flavour": flavour, "int8_layout": choice, "calib_images": reader.images, "fp32_onnx_bytes": fp32_bytes,
+            "qat": record}
+    runner = load_artifact(path, "onnxruntime").batch_fn
+    checks: list[Check] = []
+    if qat.format == "tensorrt":
+        from export.tensorrt import check_tensorrt_graph
+
+        rules = check_tensorrt_graph(path, expect_int8=True)
+        checks.append(Check("tensorrt_rules", RAN, rules.ok, rules.to_dict(), "QDQ rules checked on the ONNX graph"))
+        return Artifact(export, tuned.config, path, [path, cache], runner, SIMULATED,
+                        f"ONNX Runtime on {path.name}, the QDQ graph TensorRT builds from (trtexec --onnx)",
+                        graph=path, checks=checks, info=info)
+    return Artifact(export, tuned.config, path, [path, cache], runner, RAN, "ONNX Runtime (CPUExecutionProvider)",
+                    graph=path, checks=checks, info=info)
