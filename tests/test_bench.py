@@ -115,6 +115,16 @@ def test_end_to_end_rows_and_the_files_in_out(bench):
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_second_run_into_the_same_out_reuses_the_export(bench, checkpoint, tiny_synth, capsys):
+    _, result, out = bench
+    int8 = Path(_rows(result, backend="onnxruntime", precision="int8")[0]["artifact"])
+    made = int8.stat().st_mtime_ns
+    assert main(["bench", str(checkpoint), "--backends", "onnxruntime", "--precision", "int8", "--calib",
+                 str(tiny_synth), "--calib-images", "8", "--e2e-images", "0", "--out", str(out), "--json", *FAST]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["artifact"] for r in rows] == [str(int8)] and int8.stat().st_mtime_ns == made
+
+
 def test_a_given_export_alone_and_the_spearman_floor_exit_1(bench, checkpoint, tiny_synth, tmp_path, capsys):
     _, result, _ = bench
     int8 = _rows(result, backend="onnxruntime", precision="int8")[0]

@@ -350,8 +350,9 @@ def _export(checkpoint: Path, fmt: str, precision: str, args, out: Path) -> Path
         raise EdgeIQAError(f"{precision} calibrates on real images; pass --calib DATA or --check DATA")
     folder = out / "exports" / Path(checkpoint).stem / f"{fmt}_{precision}"
     stat = Path(checkpoint).stat()
-    made_from = {"checkpoint": str(Path(checkpoint).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                 "export": export.to_dict(), "calib": str(Path(calib).resolve()) if calib else None}
+    made_from = json.loads(json.dumps({  # as read back from JSON (tuples become lists)
+        "checkpoint": str(Path(checkpoint).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+        "export": export.to_dict(), "calib": str(Path(calib).resolve()) if calib and export.needs_calib else None}))
     record = folder / "bench_export.json"
     if record.is_file():  # an earlier bench exported the same checkpoint with the same settings: reuse it
         earlier = json.loads(record.read_text(encoding="utf-8"))
@@ -447,6 +448,10 @@ def _reference_scores(item: dict, paths: list[str], scores, reference: str | Non
     PyTorch, or else the row's own scores when it is an FP32 export (a given INT8 export alone
     has no reference)."""
     checkpoint = item["checkpoint"] or reference
+    if item["backend"] == "torch" and item["precision"] == "fp32" and item["checkpoint"] is not None \
+            and reference is None:  # the row is the reference: its scores once, not twice
+        return {"what": f"PyTorch FP32 {Path(checkpoint).name}",
+                "scores": {r.path: r.score for r in scores if r.score is not None}}
     if checkpoint is not None:
         from edge_iqa.runtimes import load_artifact
         from edge_iqa.scoring import Scorer
