@@ -144,9 +144,10 @@ def run(args: argparse.Namespace) -> int:
     subjects = [_subject(m, out) for m in args.models]  # bad files: one line before any work
     out.mkdir(parents=True, exist_ok=True)
     plan = [row for s in subjects for row in _plan(s, args)]
+    load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     rows = _measure(plan, args, timing, out)
     argv = sys.argv[1:] if sys.argv[1:2] == ["bench"] else ["bench", *args.models, "..."]  # main([...]) callers
-    result = {"command": "edge-iqa " + shlex.join(argv), "machine": machine(),
+    result = {"command": "edge-iqa " + shlex.join(argv), "machine": {**machine(), "load_average_start": load_start},
               "timing": asdict(timing), "gemm_peak": _GEMM, "rows": rows}
     failed = [r for r in rows if r["status"] == "error" or (r.get("accuracy") or {}).get("passed") is False]
     result["failed_rows"] = len(failed)
@@ -431,6 +432,9 @@ def _accuracy(item: dict, loaded, args, cache: dict) -> dict[str, Any]:
         cache[key] = _reference_scores(item, paths, scores, args.reference)
     reference = cache[key]
     got = {r.path: r.score for r in scores if r.score is not None}
+    if not got:
+        return {"n": 0, "srcc": None, "spearman_vs_fp32": None, "passed": None, "reference": None,
+                "note": f"no image of {args.check} [{args.split}] could be scored: {scores[0].error if scores else ''}"}
     truth = {str(r.path): r.score for r in records}
     both = [p for p in paths if p in got and reference and p in reference["scores"]]
     result: dict[str, Any] = {"n": len(got), "srcc": srcc([got[p] for p in got], [truth[p] for p in got])
@@ -540,8 +544,8 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = ["# edge-iqa bench", "", f"`{result['command']}`", "",
              f"Machine: {m['cpu']} ({m['arch']}, {m['cores']} cores, VNNI {'yes' if m['vnni'] else 'no'}"
-             f"{' ' + ','.join(m['int8_dot_product_flags']) if m['vnni'] else ''}), load average at the end "
-             f"{m['load_average']}. {_gemm_line()}.", "",
+             f"{' ' + ','.join(m['int8_dot_product_flags']) if m['vnni'] else ''}), load average (1, 5, 15 min) "
+             f"{m.get('load_average_start')} at the start, {m['load_average']} at the end. {_gemm_line()}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in _cells(r)) + " |" for r in result["rows"]]
     e2e = [r for r in result["rows"] if (r.get("e2e") or {}).get("score_ms_per_image")]
