@@ -152,11 +152,40 @@ def graph_weighted_inputs(onnx_path: str | Path) -> list[tuple[str, tuple[int, .
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    weights = {t.name: tuple(numpy_helper.to_array(t).shape) for t in graph.initializer}
     from export.quantize import TENSORRT_QUANTIZED_OPS
 
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    weights = {t.name: tuple(numpy_helper.to_array(t).shape) for t in graph.initializer}
     return [(n.input[0], weights.get(n.input[1], ())) for n in graph.node if n.op_type in TENSORRT_QUANTIZED_OPS]
+
+
+def write_weights(onnx_path: Path, pairs: list[tuple[str, nn.Module, str]], out_path: Path) -> Path:
+    """The ONNX graph with each matched Conv/Gemm's weight and bias replaced by its module's current ones.
+
+    Every parameter of a BatchNorm-folded model lives in its convs and linears, so this is the
+    fine-tuned graph without a second export.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from export.quantize import TENSORRT_QUANTIZED_OPS
+
+    proto = onnx.load(str(onnx_path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    nodes = [n for n in proto.graph.node if n.op_type in TENSORRT_QUANTIZED_OPS]
+    for node, (name, module, _) in zip(nodes, pairs):
+        tensors = [(node.input[1], module.weight)] + ([(node.input[2], module.bias)]
+                                                      if len(node.input) > 2 and module.bias is not None else [])
+        for init_name, value in tensors:
+            if init_name not in inits:
+                raise EdgeIQAError(f"QAT: ONNX node {node.name} of layer {name} has no initializer {init_name}")
+            old = inits[init_name]
+            array = value.detach().cpu().numpy().astype(np.float32)
+            if array.shape != tuple(old.dims):
+                array = array.T
+            old.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), init_name))
+    onnx.save(proto, str(out_path))
+    return out_path
 
 
 def match_layers(layers: list[tuple[str, nn.Module]], graph_inputs: list[tuple[str, tuple[int, ...]]]
@@ -273,11 +302,14 @@ def finetune(fake: FakeQuantized, teacher: nn.Module, paths: Sequence[str | Path
     return history
 
 
-def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConfig, *, progress=None):
+def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConfig, *, progress=None,
+               ptq_beside: bool = True):
     """Fine-tune ``model`` with fake quant for ``qat.format``, export it with the learned ranges into ``out``.
 
     Returns the :class:`export.pipeline.Artifact` (scored by ONNX Runtime; for TensorRT the QDQ
     graph stands in for the engine, as in ``edge-iqa export``) and the QAT record.
+    ``ptq_beside``: also write ``out/ptq/``, the PTQ graph QAT started from (same graph, same
+    calibration cache, same quantizer), to compare with.
     """
     import tempfile
 
@@ -299,18 +331,49 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
         raise EdgeIQAError(f"{data}: no train split to fine-tune on")
     reader = ViewCalibrationReader(teacher.config, calibration_paths(data, "train", qat.calib_images))
     with tempfile.TemporaryDirectory(prefix="edge-iqa-qat-") as tmp:
-        graph = torch2onnx(student, Path(tmp) / "ptq.onnx", node_scopes=True)
-        ptq_cache = calibrate(graph, reader, Path(tmp) / "ptq.json", method=qat.calib_method,
+        graph = torch2onnx(student, Path(tmp) / "fp32.onnx", node_scopes=True)
+        ptq_cache = calibrate(graph, reader, out / "calibration_ptq.json", method=qat.calib_method,
                               percentile=qat.percentile)
+        ptq = _quantize(graph, out / "ptq", ptq_cache, qat) if ptq_beside else None
         fake = FakeQuantized(student, graph, ptq_cache, qat.format)
         history = finetune(fake, teacher, train, qat, progress)
         learned, initial = fake.learned_ranges(), fake.initial
         tuned = fake.release()
-    record = {"qat_config": asdict(qat), "epochs": history, "quantizers": len(learned),
-              "train_images": len(train), "calib_images": reader.images,
-              "ranges_moved": _range_moves(initial, learned), "loss": "kd_mse against the FP32 model's scores"}
-    artifact = _export_tuned(tuned, reader, out, qat, learned, record)
+        tuned_graph = write_weights(graph, fake.pairs, Path(tmp) / "tuned.onnx")
+        _check_same_scores(tuned, tuned_graph)
+        record = {"qat_config": asdict(qat), "epochs": history, "quantizers": len(learned),
+                  "train_images": len(train), "calib_images": reader.images,
+                  "ranges_moved": _range_moves(initial, learned), "loss": "kd_mse against the FP32 model's scores",
+                  "ptq_beside": str(ptq) if ptq else None}
+        artifact = _export_tuned(tuned, tuned_graph, reader, out, qat, learned, record)
     return artifact, record
+
+
+def _check_same_scores(model: nn.Module, graph: Path, atol: float = 1e-4) -> None:
+    from edge_iqa.model import example_inputs
+    from edge_iqa.runtimes.onnxruntime import onnx_session
+    from export.metadata import input_names
+
+    inputs = example_inputs(model.config, batch=2)
+    session = onnx_session(graph)
+    got = session.run(None, {n: t.numpy() for n, t in zip(input_names(model.config), inputs)})[0]
+    with torch.no_grad():
+        worst = float(np.abs(got - model(*inputs).numpy()).max())
+    if not worst <= atol:
+        raise EdgeIQAError(f"QAT: the fine-tuned weights written into the ONNX graph change its scores by {worst:.2e}")
+
+
+def _quantize(fp32: Path, folder: Path, cache: Path, qat: QATConfig) -> Path:
+    """The INT8 graph of ``fp32`` with the ranges of ``cache``: quantize_for_cpu (QOperator) or TensorRT's QDQ."""
+    from export.quantize import quantize_for_cpu, quantize_onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if qat.format == "onnx":
+        path, _ = quantize_for_cpu(fp32, folder / "model_int8.onnx", None, None, layout="qoperator",
+                                   method=qat.calib_method, percentile=qat.percentile, cache=cache)
+        return path
+    return quantize_onnx(fp32, folder / "model_int8_qdq.onnx", None, flavour="tensorrt", method=qat.calib_method,
+                         percentile=qat.percentile, cache=cache)
 
 
 def _range_moves(initial: dict, learned: dict) -> dict[str, float]:
@@ -319,52 +382,44 @@ def _range_moves(initial: dict, learned: dict) -> dict[str, float]:
             "max_width_ratio": float(max(ratios))} if ratios else {}
 
 
-def _export_tuned(tuned: nn.Module, reader, out: Path, qat: QATConfig, learned: dict, record: dict[str, Any]):
+def _export_tuned(tuned: nn.Module, fp32: Path, reader, out: Path, qat: QATConfig, learned: dict,
+                  record: dict[str, Any]):
     """The INT8 artifact of the fine-tuned model: PTQ ranges of its graph, learned ranges on the conv inputs."""
-    import tempfile
-
-    from edge_iqa.runtimes import load_artifact
     from export.calibration import calibrate
-    from export.formats import ExportConfig
     from export.metadata import file_size
-    from export.onnx import torch2onnx
+    from export.quantize import _carry_metadata
+
+    cache = out / "calibration_qat.json"
+    calibrate(fp32, reader, cache, method=qat.calib_method, percentile=qat.percentile)
+    missing = set(learned) - set(read_ranges(cache))
+    if missing:
+        raise EdgeIQAError(f"QAT: the fine-tuned graph lacks tensors {sorted(missing)[:3]}")
+    write_learned_ranges(cache, learned)
+    path = _quantize(fp32, out, cache, qat)
+    _carry_metadata(path, path, {"qat": {k: v for k, v in record.items() if k != "epochs"},
+                                 "calib_images": reader.images})
+    return as_artifact(path, tuned.config, qat, [path, cache], {"fp32_onnx_bytes": file_size(fp32), "qat": record})
+
+
+def as_artifact(path: Path, config, qat: QATConfig, files: list[Path], info: dict[str, Any]):
+    """An INT8 graph of :func:`qat_export` as an :class:`export.pipeline.Artifact` that ONNX Runtime scores."""
+    from edge_iqa.runtimes import load_artifact
+    from export.formats import ExportConfig
     from export.parity import RAN, SIMULATED, Check
     from export.pipeline import Artifact
-    from export.quantize import _carry_metadata, quantize_for_cpu, quantize_onnx
 
     export = ExportConfig(format=qat.format, precision="int8", calib_method=qat.calib_method,
                           calib_images=qat.calib_images, percentile=qat.percentile, cpu_layout="qoperator")
-    meta = {"export_config": export.to_dict(), "qat": {k: v for k, v in record.items() if k != "epochs"}}
-    flavour = "cpu" if qat.format == "onnx" else "tensorrt"
-    path = out / ("model_int8.onnx" if qat.format == "onnx" else "model_int8_qdq.onnx")
-    cache = out / "calibration_qat.json"
-    with tempfile.TemporaryDirectory(prefix="edge-iqa-qat-") as tmp:
-        fp32 = torch2onnx(tuned, Path(tmp) / "fp32.onnx", node_scopes=True, export=meta)
-        calibrate(fp32, reader, cache, method=qat.calib_method, percentile=qat.percentile)
-        missing = set(learned) - set(read_ranges(cache))
-        if missing:
-            raise EdgeIQAError(f"QAT: the fine-tuned graph lacks tensors {sorted(missing)[:3]}")
-        write_learned_ranges(cache, learned)
-        if flavour == "cpu":
-            _, choice = quantize_for_cpu(fp32, path, None, tuned.config, layout="qoperator",
-                                         method=qat.calib_method, percentile=qat.percentile, cache=cache)
-        else:
-            quantize_onnx(fp32, path, None, flavour="tensorrt", method=qat.calib_method, percentile=qat.percentile,
-                          cache=cache)
-            choice = {"chosen": "qdq", "reason": "TensorRT accepts QDQ only"}
-        fp32_bytes = file_size(fp32)
-    _carry_metadata(path, path, {"qat": True, "calib_images": reader.images})
-    info = {"int8_flavour": flavour, "int8_layout": choice, "calib_images": reader.images, "fp32_onnx_bytes": fp32_bytes,
-            "qat": record}
+    info = {"int8_flavour": "cpu" if qat.format == "onnx" else "tensorrt",
+            "int8_layout": {"chosen": "qoperator" if qat.format == "onnx" else "qdq"}, **info}
     runner = load_artifact(path, "onnxruntime").batch_fn
-    checks: list[Check] = []
     if qat.format == "tensorrt":
         from export.tensorrt import check_tensorrt_graph
 
         rules = check_tensorrt_graph(path, expect_int8=True)
-        checks.append(Check("tensorrt_rules", RAN, rules.ok, rules.to_dict(), "QDQ rules checked on the ONNX graph"))
-        return Artifact(export, tuned.config, path, [path, cache], runner, SIMULATED,
+        checks = [Check("tensorrt_rules", RAN, rules.ok, rules.to_dict(), "QDQ rules checked on the ONNX graph")]
+        return Artifact(export, config, path, files, runner, SIMULATED,
                         f"ONNX Runtime on {path.name}, the QDQ graph TensorRT builds from (trtexec --onnx)",
                         graph=path, checks=checks, info=info)
-    return Artifact(export, tuned.config, path, [path, cache], runner, RAN, "ONNX Runtime (CPUExecutionProvider)",
-                    graph=path, checks=checks, info=info)
+    return Artifact(export, config, path, files, runner, RAN, "ONNX Runtime (CPUExecutionProvider)", graph=path,
+                    info=info)

@@ -3,8 +3,8 @@
 Writes into ``--out``: the INT8 ONNX graph (U8S8 for ONNX Runtime, or TensorRT's S8S8 QDQ graph),
 its calibration cache with the learned ranges, ``qat.json`` (settings, loss per epoch, how far the
 ranges moved) and, with ``--check DATA``, ``parity.json``: the QAT artifact against the FP32
-checkpoint, beside the PTQ artifact of the same calibration (``--no-ptq`` leaves it out), so one
-can see whether QAT beat PTQ. Exits 1 when the QAT artifact fails the INT8 limits.
+checkpoint, beside the PTQ artifact QAT started from (``ptq/``: the same graph, calibration and
+quantizer; ``--no-ptq`` leaves it out), so one can see whether QAT beat PTQ. Exits 1 when the QAT artifact fails the INT8 limits.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     command = "edge-iqa " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["qat"] else ""
     progress = None if args.json else (lambda e: say(f"qat epoch {e['epoch']}: kd_mse {e['kd_mse']:.5f} "
                                                      f"({e['batches']} batches, {e['seconds']} s)"))
-    artifact, record = qat_export(model, args.data, out / "qat", qat, progress=progress)
+    artifact, record = qat_export(model, args.data, out, qat, progress=progress, ptq_beside=not args.no_ptq)
     artifact.checks.insert(0, mac_check(model, artifact))
     record |= {"checkpoint": args.checkpoint, "command": command, "artifact": str(artifact.path)}
     write_report(out / "qat.json", record)
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         report, checks = check_parity(artifact, model, args.check, split=args.check_split, reference=reference)
         report |= {"checkpoint": args.checkpoint, "command": command, "qat": record}
         if not args.no_ptq:
-            report["ptq"] = _ptq_beside(model, args, out / "ptq", reference)
+            report["ptq"] = _ptq_beside(model, qat, Path(record["ptq_beside"]), args, reference)
             report["qat_vs_ptq"] = _versus(checks, report["ptq"])
         write_report(out / "parity.json", report)
     bad = failed(checks)
@@ -85,14 +85,12 @@ def run(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _ptq_beside(model, args, out, reference) -> dict:
-    """The PTQ artifact of the same format and calibration, checked on the same split."""
-    from export.formats import ExportConfig
-    from export.pipeline import check_parity, export_model
+def _ptq_beside(model, qat, path, args, reference) -> dict:
+    """Parity of the PTQ graph QAT started from (same graph, calibration and quantizer), on the same split."""
+    from export.pipeline import check_parity
+    from export.qat import as_artifact
 
-    export = ExportConfig(format=args.format, precision="int8", calib_method=args.calib_method,
-                          calib_images=args.calib_images, percentile=args.percentile)
-    artifact = export_model(model, export, out, calib=args.data)
+    artifact = as_artifact(path, model.config, qat, [path], {})
     report, _ = check_parity(artifact, model, args.check, split=args.check_split, reference=reference)
     return report
 
