@@ -59,12 +59,12 @@ def test_qat_cli_onnx_writes_the_artifact_and_parity_beside_ptq(export_fixture, 
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="only 16 images"):
         code = main(["qat", "tests/fixtures/student.pt", "--data", str(data), "--format", "onnx", "--out", str(out),
-                     "--epochs", "1", "--max-images", "64", "--calib-images", "16", "--check", str(data),
+                     "--epochs", "1", "--max-images", "32", "--calib-images", "16", "--check", str(data),
                      "--check-split", "val", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code in (0, 1) and result["passed"] == (code == 0)  # the fixture's INT8 misses 0.98 (golden.json)
     record = json.loads((out / "qat.json").read_text())
-    assert record["quantizers"] == 106 and record["epochs"][0]["batches"] == 4
+    assert record["quantizers"] == 106 and record["epochs"][0]["batches"] == 2
     parity = json.loads((out / "parity.json").read_text())
     versus = parity["qat_vs_ptq"]
     accuracy = next(c for c in parity["checks"] if c["name"] == "accuracy")
@@ -84,7 +84,7 @@ def test_qat_tensorrt_graph_keeps_the_learned_ranges(export_fixture, tmp_path):
     from export.qat import QATConfig, as_artifact, qat_export, read_ranges
 
     student, data = export_fixture
-    qat = QATConfig(format="tensorrt", epochs=1, max_images=64, batch_size=16, calib_images=16)
+    qat = QATConfig(format="tensorrt", epochs=1, max_images=32, batch_size=16, calib_images=16)
     with pytest.warns(UserWarning, match="only 16 images"):
         artifact, record = qat_export(student, data, tmp_path, qat)
     checks = {c.name: c for c in artifact.checks}
@@ -99,6 +99,50 @@ def test_qat_tensorrt_graph_keeps_the_learned_ranges(export_fixture, tmp_path):
     print(f"tensorrt int8 on the fixture (val, n=184, simulated): Spearman vs FP32 QAT {got[0]['spearman_vs_fp32']:.4f} "
           f"vs PTQ {got[1]['spearman_vs_fp32']:.4f}; SRCC drop QAT {got[0]['srcc_drop']:+.4f} vs PTQ "
           f"{got[1]['srcc_drop']:+.4f}")
+
+
+def test_qat_repairs_a_deliberately_bad_calibration(export_fixture, tmp_path):
+    """Every Conv input range cut to 1/8 of its PTQ range clips most activations; one QAT epoch must bring the
+    fake-quant model (ONNX Runtime's U8S8 rounding, as the first test checks) back towards FP32."""
+    import copy
+
+    from edge_iqa.metrics import srcc
+    from edge_iqa.model import example_inputs
+    from edge_iqa.scoring import iter_view_batches
+    from export.calibration import calibrate
+    from export.fold import fold_batchnorm
+    from export.onnx import torch2onnx
+    from export.qat import FakeQuantized, QATConfig, finetune, graph_weighted_inputs, read_ranges, write_learned_ranges
+    from export.quantize import ViewCalibrationReader, calibration_paths
+    from edge_iqa.data.manifest import read_manifest
+
+    student, data = export_fixture
+    folded = fold_batchnorm(copy.deepcopy(student).eval(), example_inputs(student.config))
+    graph = torch2onnx(folded, tmp_path / "fp32.onnx", node_scopes=True)
+    with pytest.warns(UserWarning, match="only 16 images"):
+        reader = ViewCalibrationReader(student.config, calibration_paths(data, "train", 16))
+    cache = calibrate(graph, reader, tmp_path / "c.json")
+    ranges = read_ranges(cache)
+    write_learned_ranges(cache, {t: (lo / 8, hi / 8) for t, _ in graph_weighted_inputs(graph)
+                                 for lo, hi in [ranges[t]]})
+    fake = FakeQuantized(folded, graph, cache, "onnx")
+    val = [r.path for r in read_manifest(data, split="val")]
+
+    def agreement() -> float:
+        got, ref = [], []
+        with torch.no_grad():
+            for views, done, _ in iter_view_batches(val, student.config, 32):
+                tensors = [torch.from_numpy(v) for v in views]
+                got.append(fake.model(*tensors)), ref.append(student(*tensors))
+        return float(srcc(torch.cat(got).numpy(), torch.cat(ref).numpy()))
+
+    before = agreement()
+    history = finetune(fake, student.eval(), [r.path for r in read_manifest(data, split="train")],
+                       QATConfig(epochs=1, max_images=96, lr=1e-3), None)
+    after = agreement()
+    print(f"bad calibration (ranges / 8): fake-quant Spearman vs FP32 on val {before:.4f} -> {after:.4f} after QAT "
+          f"(kd_mse {history[0]['kd_mse']:.2e})")
+    assert after > before + 0.02
 
 
 def test_qat_refuses_what_it_cannot_do(export_fixture, tmp_path):
