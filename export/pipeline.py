@@ -262,20 +262,21 @@ def build_tensorrt(model: IQAModel, export: ExportConfig, out: Path, calib, meta
 COREML_MIN_WEIGHT_SQNR_DB = 30.0  # int8 per-channel weights of these models read back at ~40 dB
 
 
-def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: dict) -> Artifact:
+def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: dict,
+                 calibrated: torch.nn.Module | None = None) -> Artifact:
+    """``calibrated``: an int8 W8A8 net made already (``edge-iqa qat``), converted instead of calibrating."""
     from export.coreml import (
         calibrate_w8a8, coreml_runtime_available, readback_model, round_activations_to_fp16, torch2coreml,
     )
 
     path = out / f"model_{export.precision}.mlpackage"
     info: dict[str, Any] = {}
-    calibrated = None
     config = model.config
     if config.burst is not None:  # the burst graph contract: every task's (B, n_tasks, T) scores
         from edge_iqa.burst_model import AllTaskScores
 
         model = AllTaskScores(model).eval()
-    if export.precision == "int8":
+    if export.precision == "int8" and calibrated is None:
         batches = list(_calib_tensors(config, export, calib))
         calibrated, _ = calibrate_w8a8(model, batches, method=export.calib_method, percentile=export.percentile)
         info["calib_images"] = sum(int(np.prod(b[0].shape[:-3])) for b in batches)  # frames for bursts

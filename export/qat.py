@@ -38,9 +38,16 @@ NVIDIA ModelOpt is installed, and ``torch.ao.quantization`` is deprecated in fav
 PT2E/FX and ModelOpt place quantizers by their own rules and export their own Q/DQ graphs, so
 their learned ranges have no one-to-one tensor in the graphs ``quantize_static`` builds for ONNX
 Runtime and TensorRT (and PT2E's are not the U8S8-with-7-bit-weights grid). What QAT must match
-is the deployed graph, and it is small enough to write: one module per quantizer below. CoreML
-W8A8 would use coremltools' ``LinearQuantizer`` in training mode (the calibrator of
-:func:`export.coreml.calibrate_w8a8` with fake quant and observers on); not built yet.
+is the deployed graph, and it is small enough to write: one module per quantizer below.
+
+CoreML W8A8 is the other way round: its converter takes the model that coremltools' own
+``coremltools.optimize.torch`` ``LinearQuantizer`` prepares (what :func:`export.coreml.calibrate_w8a8`
+calibrates with), so QAT for CoreML is that quantizer in training mode, its scheme exactly: int8
+per-channel weights, uint8 affine activations. Its activation observers are moving-average
+min/max (torch.ao's QAT recipe, Krishnamoorthi, "Quantizing deep convolutional networks for
+efficient inference", 2018): they start from the calibration images with fake quant off (the
+PTQ ranges), keep tracking the fine-tuned activations while fake quant is on, and are frozen
+before ``finalize``.
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ from torch import nn
 
 from edge_iqa.errors import EdgeIQAError
 
-QAT_FORMATS = ("onnx", "tensorrt")
+QAT_FORMATS = ("onnx", "tensorrt", "coreml")
 QAT_CONFIG_VERSION = 1
 # (activation qmin, qmax, symmetric), weight qmax: ONNX Runtime's grids for each flavour
 SCHEMES = {"onnx": ((0, 255, False), 64), "tensorrt": ((-127, 127, True), 127)}
@@ -82,8 +89,10 @@ class QATConfig:
 
     def __post_init__(self) -> None:
         if self.format not in QAT_FORMATS:
-            raise EdgeIQAError(f"qat --format {self.format}: QAT exports {' or '.join(QAT_FORMATS)} "
-                               "(CoreML W8A8 QAT is not built yet; use edge-iqa export --format coreml --precision int8)")
+            raise EdgeIQAError(f"qat --format {self.format}: QAT exports {', '.join(QAT_FORMATS)}")
+        if self.format == "coreml" and self.calib_method != "minmax":
+            raise EdgeIQAError("qat --format coreml starts from coremltools' moving-average min/max observers; "
+                               "leave --calib-method at minmax")
         if self.calib_method not in ("minmax", "percentile", "entropy", "quantile"):
             raise EdgeIQAError(f"qat --calib-method {self.calib_method}: the PTQ ranges QAT starts from come from "
                                "minmax, percentile, entropy or quantile")
@@ -307,7 +316,8 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
     """Fine-tune ``model`` with fake quant for ``qat.format``, export it with the learned ranges into ``out``.
 
     Returns the :class:`export.pipeline.Artifact` (scored by ONNX Runtime; for TensorRT the QDQ
-    graph stands in for the engine, as in ``edge-iqa export``) and the QAT record.
+    graph stands in for the engine, as in ``edge-iqa export``; CoreML as ``edge-iqa export`` checks
+    it) and the QAT record; ``artifact.ptq`` is the PTQ artifact beside it (or None).
     ``ptq_beside``: also write ``out/ptq/``, the PTQ graph QAT started from (same graph, same
     calibration cache, same quantizer), to compare with.
     """
@@ -324,6 +334,8 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
         raise EdgeIQAError("QAT of burst models is not built yet; export them with edge-iqa export (PTQ)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if qat.format == "coreml":
+        return coreml_qat_export(model, data, out, qat, progress=progress, ptq_beside=ptq_beside)
     teacher = model.float().cpu().eval()
     student = fold_batchnorm(copy.deepcopy(teacher), example_inputs(teacher.config))
     train = [r.path for r in read_manifest(data, split="train")]
@@ -346,6 +358,7 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
                   "ranges_moved": _range_moves(initial, learned), "loss": "kd_mse against the FP32 model's scores",
                   "ptq_beside": str(ptq) if ptq else None}
         artifact = _export_tuned(tuned, tuned_graph, reader, out, qat, learned, record)
+    artifact.ptq = as_artifact(ptq, teacher.config, qat, [ptq], {}) if ptq else None
     return artifact, record
 
 
@@ -423,3 +436,87 @@ def as_artifact(path: Path, config, qat: QATConfig, files: list[Path], info: dic
                         graph=path, checks=checks, info=info)
     return Artifact(export, config, path, files, runner, RAN, "ONNX Runtime (CPUExecutionProvider)", graph=path,
                     info=info)
+
+
+def coreml_qat_export(model: nn.Module, data: str | Path, out: Path, qat: QATConfig, *, progress=None,
+                      ptq_beside: bool = True):
+    """CoreML W8A8 QAT with coremltools' LinearQuantizer (see the module doc); the package is built by
+    :func:`export.pipeline.build_coreml` from the fine-tuned, finalized net. ``ptq_beside``: also the
+    PTQ package of the same observers before fine-tuning, in ``out/ptq``."""
+    from coremltools.optimize.torch.quantization import (
+        LinearQuantizer, LinearQuantizerConfig, ModuleLinearQuantizerConfig,
+    )
+    from torch.ao.quantization import disable_fake_quant, disable_observer, enable_fake_quant
+
+    from edge_iqa.data.manifest import read_manifest
+    from edge_iqa.model import example_inputs
+    from export.coreml import _quiet, fixed_arity
+    from export.fold import fold_batchnorm
+    from export.formats import ExportConfig
+    from export.pipeline import _calib_tensors, build_coreml
+
+    teacher = model.float().cpu().eval()
+    example = example_inputs(teacher.config, batch=1)
+    folded = fixed_arity(fold_batchnorm(copy.deepcopy(teacher), example), len(teacher.config.views))
+    export = ExportConfig(format="coreml", precision="int8", calib_images=qat.calib_images)
+    batches = list(_calib_tensors(teacher.config, export, data))
+    quantizer = LinearQuantizer(folded, LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
+        quantization_scheme="affine", weight_per_channel=True, weight_observer="min_max",
+        activation_observer="moving_average_min_max", milestones=[0, 0, 10**9, 0])))
+    with _quiet():
+        prepared = quantizer.prepare(example_inputs=example, inplace=False)
+    quantizer.step()
+    prepared.eval()
+    prepared.apply(disable_fake_quant)
+    with torch.no_grad():
+        for views in batches:  # the PTQ ranges: observers on the float model
+            prepared(*views)
+    meta = {"export_config": export.to_dict(), "command": ""}
+    ptq = None
+    if ptq_beside:
+        frozen = copy.deepcopy(prepared)
+        frozen.apply(disable_observer), frozen.apply(enable_fake_quant)
+        with _quiet():
+            calibrated = quantizer.finalize(frozen, inplace=False).eval()
+        ptq = build_coreml(teacher, export, out / "ptq", None, meta, calibrated=calibrated)
+    prepared.apply(enable_fake_quant)  # observers stay on: they track the fine-tuned activations
+    wrapper = _PreparedNet(prepared, teacher.config)
+    train = [r.path for r in read_manifest(data, split="train")]
+    if not train:
+        raise EdgeIQAError(f"{data}: no train split to fine-tune on")
+    history = finetune(_Trainable(wrapper), teacher, train, qat, progress)
+    prepared.apply(disable_observer)
+    with _quiet():
+        final = quantizer.finalize(prepared, inplace=False).eval()
+    record = {"qat_config": asdict(qat), "epochs": history, "train_images": len(train),
+              "calib_images": sum(int(b[0].shape[0]) for b in batches),
+              "loss": "kd_mse against the FP32 model's scores",
+              "scheme": "coremltools LinearQuantizer: int8 per-channel weights, uint8 affine activations, "
+                        "moving-average min/max observers from the PTQ pass, on during fine-tuning",
+              "ptq_beside": str(ptq.path) if ptq else None}
+    meta["qat"] = {k: v for k, v in record.items() if k != "epochs"}
+    artifact = build_coreml(teacher, export, out, None, meta, calibrated=final)
+    artifact.info["qat"] = record
+    artifact.ptq = ptq
+    return artifact, record
+
+
+class _PreparedNet(nn.Module):
+    """The prepared (fake-quant) fx graph behind ``forward(*views)``, with the config finetune reads."""
+
+    def __init__(self, prepared: nn.Module, config):
+        super().__init__()
+        self.prepared, self.config = prepared, config
+
+    def forward(self, *views):
+        return self.prepared(*views)
+
+
+class _Trainable:
+    """What :func:`finetune` needs of a fake-quant model: ``model`` and ``parameters()``."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad]

@@ -1,7 +1,7 @@
 """``edge-iqa qat``: quantization-aware fine-tuning of a checkpoint into an INT8 artifact (:mod:`export.qat`).
 
-Writes into ``--out``: the INT8 ONNX graph (U8S8 for ONNX Runtime, or TensorRT's S8S8 QDQ graph),
-its calibration cache with the learned ranges, ``qat.json`` (settings, loss per epoch, how far the
+Writes into ``--out``: the INT8 ONNX graph (U8S8 for ONNX Runtime, or TensorRT's S8S8 QDQ graph)
+and its calibration cache with the learned ranges, or the CoreML W8A8 package, ``qat.json`` (settings, loss per epoch, how far the
 ranges moved) and, with ``--check DATA``, ``parity.json``: the QAT artifact against the FP32
 checkpoint, beside the PTQ artifact QAT started from (``ptq/``: the same graph, calibration and
 quantizer; ``--no-ptq`` leaves it out), so one can see whether QAT beat PTQ. Exits 1 when the QAT artifact fails the INT8 limits.
@@ -13,7 +13,7 @@ import argparse
 
 from export.qat import QAT_FORMATS
 
-HELP = "fine-tune a checkpoint through INT8 fake quantization (QAT) and export it (ONNX Runtime or TensorRT)"
+HELP = "fine-tune a checkpoint through INT8 fake quantization (QAT) and export it (ONNX Runtime, TensorRT or CoreML)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
         reference = reference_scores(model, args.check, args.check_split)
         report, checks = check_parity(artifact, model, args.check, split=args.check_split, reference=reference)
         report |= {"checkpoint": args.checkpoint, "command": command, "qat": record}
-        if not args.no_ptq:
-            report["ptq"] = _ptq_beside(model, qat, Path(record["ptq_beside"]), args, reference)
+        if artifact.ptq is not None:
+            report["ptq"], _ = check_parity(artifact.ptq, model, args.check, split=args.check_split,
+                                            reference=reference)
             report["qat_vs_ptq"] = _versus(checks, report["ptq"])
         write_report(out / "parity.json", report)
     bad = failed(checks)
@@ -83,16 +84,6 @@ def run(args: argparse.Namespace) -> int:
             say("  " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                  for k, v in report["qat_vs_ptq"].items()))
     return 1 if bad else 0
-
-
-def _ptq_beside(model, qat, path, args, reference) -> dict:
-    """Parity of the PTQ graph QAT started from (same graph, calibration and quantizer), on the same split."""
-    from export.pipeline import check_parity
-    from export.qat import as_artifact
-
-    artifact = as_artifact(path, model.config, qat, [path], {})
-    report, _ = check_parity(artifact, model, args.check, split=args.check_split, reference=reference)
-    return report
 
 
 def _versus(qat_checks, ptq_report: dict) -> dict:
