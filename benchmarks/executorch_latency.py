@@ -109,7 +109,8 @@ def export_all(work: Path, calib_images: int) -> list[dict]:
 
 def time_all(plan: list[dict], runs: int, warmup: int) -> list[dict]:
     """Load every artifact at one thread and time each model's four interleaved. Runs in its own
-    process: ExecuTorch's threadpool cannot be resized where a program was lowered."""
+    process: the export's parity check loaded the programs at ExecuTorch's default pool (one
+    thread per core), and the pool cannot be resized once a program's forward is loaded."""
     import torch
 
     torch.set_num_threads(1)
@@ -141,7 +142,7 @@ def main() -> int:
     parser.add_argument("--calib-images", type=int, default=32)
     parser.add_argument("--phase", choices=("all", "export", "time"), default="all",
                         help="export: write the artifacts and WORK/plan.json only; time: time an earlier export "
-                             "(in this process, which lowered nothing); all: both, timing in a fresh process")
+                             "(in this process, which loaded no program before); all: both, timing in a fresh process")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     plan_path = args.work / "plan.json"

@@ -51,9 +51,6 @@ DELEGATE = "XnnpackBackend"
 METADATA_METHODS = {CONFIG_KEY: "edge_iqa_config", PREPROCESSING_KEY: "edge_iqa_preprocessing",
                     EXPORT_KEY: "edge_iqa_export"}
 INSTALL_HINT = "pip install edge-iqa[executorch]"
-# Set once this process has lowered a program: resizing ExecuTorch's threadpool afterwards hung
-# or aborted (glibc __pthread_tpp_change_priority) here with executorch 1.5.1 / torch 2.15.0.
-LOWERED_IN_PROCESS = False
 
 
 def executorch_missing() -> str | None:
@@ -117,8 +114,6 @@ def torch2pte(model, path: str | Path, *, precision: str = "fp32",
         metadata = {METADATA_METHODS[k]: v for k, v in artifact_metadata(config, settings).items()}
         buffer, info["delegation"] = _lower(program, metadata, config)
         lap("xnnpack_lower")
-    global LOWERED_IN_PROCESS
-    LOWERED_IN_PROCESS = True
     atomic_write(path, lambda handle: handle.write(buffer), binary=True)
     info["seconds"] = seconds
     info["pte_bytes"] = path.stat().st_size

@@ -47,17 +47,19 @@ def version() -> str:
     return package_version("executorch")
 
 
-def set_threads(threads: int) -> int:
-    """Size ExecuTorch's (process-wide) threadpool, which XNNPACK runs on; 0 keeps its default.
-    Returns the pool's size. In a process that lowered a program (``edge-iqa export``) the pool
-    is left as it is: resizing it there hung or aborted with executorch 1.5.1 / torch 2.15.0."""
-    import sys
+_FORWARD_LOADED = False  # set once a forward method (an XNNPACK runtime on the threadpool) exists here
 
+
+def set_threads(threads: int) -> int:
+    """Size ExecuTorch's process-wide threadpool, which XNNPACK runs on; 0 keeps its size (one
+    thread per core). Returns the pool's size. The pool is resized only before the first forward
+    method of the process is loaded: XNNPACK runtimes keep the pool they were created on, and
+    resizing it under a loaded method hung or crashed (SIGSEGV, or glibc's
+    ``__pthread_tpp_change_priority`` assertion) with executorch 1.5.1 here."""
     from executorch.extension.pybindings import portable_lib
 
     current = portable_lib._threadpool_get_thread_count()
-    exporter = sys.modules.get("export.executorch")
-    if threads and current != int(threads) and not getattr(exporter, "LOWERED_IN_PROCESS", False):
+    if threads and current != int(threads) and not _FORWARD_LOADED:
         portable_lib._unsafe_reset_threadpool(int(threads))
         current = portable_lib._threadpool_get_thread_count()
     return current
@@ -144,9 +146,11 @@ def batch_fn(path: str | Path, threads: int = 0):
     config = config_of_program(program, path)
     if "forward" not in program.method_names:
         raise EdgeIQAError(f"{path}: the program has no forward method; not an edge-iqa export")
+    pool = set_threads(threads)  # before load_method: the XNNPACK runtime is built on the pool
     method = program.load_method("forward")
+    global _FORWARD_LOADED
+    _FORWARD_LOADED = True
     check_inputs(method.metadata, config, path)
-    pool = set_threads(threads)
     chunk = max(1, max_batch_of(program, path))
     burst = config.burst is not None
     fixed = [view.output_size(config.source_size) for view in config.views]
