@@ -425,6 +425,36 @@ def latency(args: argparse.Namespace, exports: dict) -> dict:
     return out
 
 
+def int8_noise_vs_spread(args: argparse.Namespace, bursts: Path, exports: dict) -> dict:
+    """Per seed and task: the median within-burst std of the distilled student's FP32 scores (what a
+    ranking must resolve) beside the mean |INT8 − FP32| score error of its default INT8 export."""
+    path = args.work / "int8_noise.json"
+    if path.is_file() or not exports.get("artifacts"):
+        return json.loads(path.read_text()) if path.is_file() else {}
+    import numpy as np
+
+    import edge_iqa
+    from edge_iqa.burst_eval import BurstEvalSet
+
+    eval_set, out = BurstEvalSet(bursts, "test"), {}
+    for seed in args.seeds:
+        item = exports["artifacts"].get(f"distilled-s{seed}-int8")
+        if item is None:
+            continue
+        fp32, int8 = edge_iqa.load(args.work / f"distilled-s{seed}" / "best.pt"), edge_iqa.load(item["export"]["artifact"])
+        for task in TASKS:
+            spread, error = [], []
+            for burst in eval_set.bursts:
+                paths = [str(f.path) for f in burst.frames]
+                a, b = fp32.score_burst(paths, task)[1:], int8.score_burst(paths, task)[1:]
+                spread.append(float(a.std()))
+                error.append(float(np.abs(b - a).mean()))
+            out[f"s{seed}-{task}"] = {"median_within_burst_std_fp32": float(np.median(spread)),
+                                      "mean_abs_int8_error": float(np.mean(error))}
+    write_json(path, out)
+    return out
+
+
 # ---------------------------------------------------------------- summary and goals
 
 
@@ -625,6 +655,12 @@ def write_markdown(path: Path, result: dict) -> None:
             passed = (item["parity"] or {}).get("passed")
             lines.append(f"| {name} | {passed} | {rho} | {top1} | {d.get('max_abs_delta', math.nan):.2e} | "
                          + (f"{lat:.2f}" if lat is not None else "—") + " |")
+        if result.get("int8_noise"):
+            lines += ["", "INT8 score error against the spread it must resolve (distilled students, default INT8, "
+                          "test bursts, reference frames left out): " + "; ".join(
+                              f"{k}: mean |INT8 − FP32| {v['mean_abs_int8_error']:.3f} vs median within-burst std of "
+                              f"the FP32 scores {v['median_within_burst_std_fp32']:.3f}"
+                              for k, v in result["int8_noise"].items()) + "."]
         lines += ["", "Latency: median of "
                   f"{LATENCY_RUNS} ONNX Runtime runs (CPUExecutionProvider, intra-op threads 1, after "
                   f"{LATENCY_WARMUP} warm-up runs) of a whole 8-frame burst at the demo models' 64×64 frames, divided "
@@ -652,7 +688,11 @@ def write_markdown(path: Path, result: dict) -> None:
     lines += [f"    {c['command']}", "", "Training wall time per run (min): " + ", ".join(
         f"{n} {r['wall_seconds'] / 60:.1f}" + (" (resumed: last part only)" if r.get("resumed") else "")
         for n, r in result["runs"].items()), "",
-              f"Total wall time {result['total_wall_seconds'] / 60:.1f} min; {st['parallel']} training run(s) at a "
+              f"Total wall time {sum(r['wall_seconds'] for r in result['invocations']) / 60:.1f} min over "
+              f"{len(result['invocations'])} run(s) of the script ("
+              + ", ".join(f"{r['wall_seconds'] / 60:.1f} min" for r in result["invocations"])
+              + "; a rerun redoes only the phases not cached in the work folder); "
+              f"{st['parallel']} training run(s) at a "
               f"time, {max(1, st['threads'] // st['parallel'])} thread(s) each; evaluation and export with "
               f"{st['threads']} thread(s).", "",
               f"Versions: {json.dumps(result['versions'])}; machine: {json.dumps(result['machine'])}", ""]
@@ -681,6 +721,16 @@ def settings_guard(args: argparse.Namespace) -> None:
         raise SystemExit(f"{args.work} holds a run with other settings ({path.read_text().strip()}); "
                          "give another --work or delete it")
     path.write_text(json.dumps(wanted))
+
+
+def record_invocation(work: Path, result: dict) -> list[dict]:
+    """Every run of the script on this work folder (a rerun redoes only the phases not cached)."""
+    path = work / "invocations.json"
+    runs = json.loads(path.read_text()) if path.is_file() else []
+    runs.append({"command": result["benchmark_command"], "wall_seconds": result["total_wall_seconds"],
+                 "load_average_1_5_15min": result["machine"]["load_average_1_5_15min"], "date": result["date"]})
+    write_json(path, runs)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -741,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     print("exporting", flush=True)
     exports = export_all(args, bursts, photos)
     lat = latency(args, exports) if exports.get("artifacts") else {}
+    noise = int8_noise_vs_spread(args, bursts, exports)
 
     summary = summarise(evals)
     result = {
@@ -755,12 +806,13 @@ def main(argv: list[str] | None = None) -> int:
                                    "train_seconds": r["metrics"].get("train_seconds")}
                                for n, r in runs.items()},
         "evaluations": evals, "summary": summary, "cli_check": cli_check, "profile": prof, "exports": exports,
-        "latency": lat, "total_wall_seconds": round(time.time() - started, 1), "versions": versions(),
+        "latency": lat, "int8_noise": noise, "total_wall_seconds": round(time.time() - started, 1), "versions": versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor(),
                     "load_average_1_5_15min": {"start": [round(x, 2) for x in load_at_start],
                                                "end": [round(x, 2) for x in os.getloadavg()]}},
     }
     result["goals"] = goals(summary, evals, exports, args.seeds)
+    result["invocations"] = record_invocation(args.work, result)
     write_json(args.results / "burst_synth.json", result)
     write_markdown(args.results / "burst_synth.md", result)
     print((args.results / "burst_synth.md").read_text())
