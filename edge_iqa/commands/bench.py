@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     result["failed_rows"] = len(failed)
     _write(out, result)
     say(format_rows(rows))
-    say(_gemm_line())
+    say(_gemm_line(_GEMM))
     say(f"{sum(r['status'] == 'ran' for r in rows)} ran, {sum(r['status'] == 'skipped' for r in rows)} skipped, "
         f"{len(failed)} failed; {out / 'bench.md'}, bench.json, bench.png")
     if args.json:
@@ -532,12 +532,12 @@ def format_rows(rows: list[dict]) -> str:
     return format_table(COLUMNS, [_cells(r) for r in rows])
 
 
-def _gemm_line() -> str:
-    if not _GEMM:
+def _gemm_line(gemm: dict) -> str:
+    if not gemm:
         return "GEMM peak: not measured (no row ran)"
     return "GEMM peak (ONNX Runtime 1024^3): " + "; ".join(
         f"{t} thread{'s' if t != '1' else ''} FP32 {g['fp32_gmacs']:.1f} GMAC/s, INT8 {g['int8_gmacs']:.1f} "
-        f"({g['int8_over_fp32']:.2f}x)" for t, g in _GEMM.items() if g.get("fp32_gmacs"))
+        f"({g['int8_over_fp32']:.2f}x)" for t, g in gemm.items() if g.get("fp32_gmacs"))
 
 
 def markdown(result: dict) -> str:
@@ -545,7 +545,8 @@ def markdown(result: dict) -> str:
     lines = ["# edge-iqa bench", "", f"`{result['command']}`", "",
              f"Machine: {m['cpu']} ({m['arch']}, {m['cores']} cores, VNNI {'yes' if m['vnni'] else 'no'}"
              f"{' ' + ','.join(m['int8_dot_product_flags']) if m['vnni'] else ''}), load average (1, 5, 15 min) "
-             f"{m.get('load_average_start')} at the start, {m['load_average']} at the end. {_gemm_line()}.", "",
+             f"{m.get('load_average_start')} at the start, {m['load_average']} at the end. "
+             f"{_gemm_line(result['gemm_peak'])}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in _cells(r)) + " |" for r in result["rows"]]
     e2e = [r for r in result["rows"] if (r.get("e2e") or {}).get("score_ms_per_image")]
