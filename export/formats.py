@@ -24,6 +24,7 @@ PRECISIONS = ("fp32", "fp16", "int8", "w8")
 CALIB_METHODS = ("minmax", "percentile", "entropy", "quantile", "auto")  # auto: export.quantize.choose_calibration
 SPLITS = ("train", "val", "test", "all")
 CPU_LAYOUTS = ("auto", "qdq", "qoperator")
+QAT_FORMATS = ("onnx", "tensorrt", "coreml")  # formats `edge-iqa qat` fine-tunes for (export.qat)
 
 
 @dataclass(frozen=True)

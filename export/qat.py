@@ -65,8 +65,8 @@ import torch
 from torch import nn
 
 from edge_iqa.errors import EdgeIQAError
+from export.formats import QAT_FORMATS
 
-QAT_FORMATS = ("onnx", "tensorrt", "coreml")
 QAT_CONFIG_VERSION = 1
 # (activation qmin, qmax, symmetric), weight qmax: ONNX Runtime's grids for each flavour
 SCHEMES = {"onnx": ((0, 255, False), 64), "tensorrt": ((-127, 127, True), 127)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from export.qat import QAT_FORMATS
+from export.formats import QAT_FORMATS  # torch-free: the CLI parses before torch loads
 
 HELP = "fine-tune a checkpoint through INT8 fake quantization (QAT) and export it (ONNX Runtime, TensorRT or CoreML)"
 
