@@ -26,10 +26,6 @@ backbone, where the MACs are, is calibrated to int8.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -41,6 +37,7 @@ from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import IQAModel, example_inputs
 from edge_iqa.runtimes.coreml import coreml_runtime_available, read_coreml_metadata  # noqa: F401  (runner: runtimes)
+from edge_iqa.runtimes.coreml import quiet_coremltools as _quiet
 from edge_iqa.outputs import atomic_path
 from export.metadata import artifact_metadata, input_names, output_name
 
@@ -338,21 +335,6 @@ def _describe(mlmodel, config: ModelConfig, metadata: Mapping[str, str]) -> None
     for name, view in zip(input_names(config), config.views):
         mlmodel.input_description[name] = f"RGB image, view {view.spec()} of the photo (see edge_iqa.preprocessing)"
     mlmodel.output_description["score"] = f"quality score in [{low}, {high}], higher is better"
-
-
-@contextlib.contextmanager
-def _quiet():
-    """coremltools prints progress bars and version warnings; the CLI stays readable."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 # --------------------------------------------------------------------------- reading back

@@ -18,25 +18,12 @@ import importlib.util
 import io
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from golden_fixtures import FIXTURES, fixture_module
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def _script(name: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-make_fixture = _script("make_fixture")
-make_golden = _script("make_executorch_golden")
+make_fixture = fixture_module("make_fixture")
+make_golden = fixture_module("make_executorch_golden")
 GOLDEN = json.loads(make_golden.GOLDEN.read_text())
 # the tolerance of tests/test_export_matrix.py
 SRCC_DROP_SLACK = 0.005

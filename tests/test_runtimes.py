@@ -16,7 +16,7 @@ from PIL import Image
 
 import edge_iqa
 from edge_iqa.errors import EdgeIQAError
-from edge_iqa.runtimes import CONFIG_KEY, RUNTIMES, get_runtime, load_artifact, runtime_for, runtime_names
+from edge_iqa.runtimes import CONFIG_KEY, get_runtime, load_artifact, runtime_for, runtime_names
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
