@@ -59,7 +59,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise _not_a_checkpoint(path, _why_unreadable(path, err)) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise _not_a_checkpoint(path, f"no {CHECKPOINT_FORMAT!r} format tag")
-    payload["config"] = ModelConfig.from_json(payload["config"])
+    payload["config"] = ModelConfig.stored_in(path, payload["config"])
     payload["init_weights"] = weight_source_of(payload["config"])
     payload["info"] = json.loads(payload["info"])
     return payload

@@ -22,11 +22,12 @@ versions 1 and 2 keep their unbounded head (``none``) and write no ``score_bound
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from edge_iqa.errors import EdgeIQAError
 
@@ -145,7 +146,8 @@ class BurstConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BurstConfig":
         reject_unknown_fields(cls, data, "burst config")
-        return cls(**data)
+        with damaged_config("burst config"):
+            return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -226,19 +228,43 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         reject_unknown_fields(cls, data, "model config")
-        data = dict(data)
-        data["views"] = tuple(ViewConfig(**v) for v in data.get("views", ()))
-        if data.get("burst") is not None:
-            data["burst"] = BurstConfig.from_dict(data["burst"])
-        return cls(**data)
+        with damaged_config("model config"):
+            data = dict(data)
+            data["views"] = tuple(ViewConfig(**v) for v in data.get("views", ()))
+            if data.get("burst") is not None:
+                data["burst"] = BurstConfig.from_dict(data["burst"])
+            return cls(**data)
+
+    @classmethod
+    def stored_in(cls, source: object, stored: str | dict[str, Any]) -> "ModelConfig":
+        """The config stored in the file ``source`` (JSON text or a dict); a damaged one is one line naming it."""
+        try:
+            return cls.from_json(stored) if isinstance(stored, str) else cls.from_dict(stored)
+        except EdgeIQAError as err:
+            raise EdgeIQAError(f"{source}: {err}") from None
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
-        return cls.from_dict(json.loads(text))
+        with damaged_config("model config"):
+            data = json.loads(text)
+        return cls.from_dict(data)
+
+
+@contextlib.contextmanager
+def damaged_config(what: str) -> Iterator[None]:
+    """Turn the TypeError / ValueError of a stored config with wrong types or missing fields into one line."""
+    try:
+        yield
+    except EdgeIQAError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError) as err:
+        raise EdgeIQAError(f"{what} is damaged ({err}); re-export or re-save the model") from None
 
 
 def reject_unknown_fields(cls: type, data: dict[str, Any], what: str) -> None:
     """Refuse a stored config dict with fields the dataclass ``cls`` does not know (a newer writer)."""
+    if not isinstance(data, dict):
+        raise EdgeIQAError(f"{what} is damaged (a {type(data).__name__}, not an object); re-export or re-save the model")
     unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise EdgeIQAError(f"{what} has unknown fields {sorted(unknown)}; was it written by a newer edge-iqa?")

@@ -14,13 +14,21 @@ wrapper's attribute (``model.``) is taken off the node scopes, so ``--float-laye
 same module paths (``branches.0.stem``, ``head``) for photo and burst graphs.
 The model config, preprocessing and export settings go into ``metadata_props``
 (see :mod:`export.metadata`).
+
+Tracing is the slow part of an export (torch.export's decompositions: seconds for a tiny
+model, tens of seconds for a UHD student), and it is a pure function of the module's class,
+weights, config and options. The last few traced graphs are kept in memory, keyed by a
+SHA-256 of all of these, so a process that writes several precisions of one model (``bench``,
+a format × precision matrix) traces it once; a changed weight or option is a new key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
+from collections import OrderedDict
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,6 +46,8 @@ EXAMPLE_BATCH = 2  # torch.export specialises a dimension traced at size 0 or 1
 EXAMPLE_FRAMES = 4  # frames of the example burst (same reason)
 MAX_FRAMES = 64
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
+TRACE_CACHE_ENTRIES = 4  # traced graphs kept per process (serialized ModelProto bytes)
+_TRACED: OrderedDict[str, bytes] = OrderedDict()
 
 
 def torch2onnx(model: IQAModel, path: str | Path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
@@ -62,18 +72,43 @@ def torch2onnx(model: IQAModel, path: str | Path, *, opset: int = DEFAULT_OPSET,
         from edge_iqa.burst_model import AllTaskScores
 
         net = AllTaskScores(model).eval()
-    program = _export_program(net, inputs, opset, _dynamic_shapes(config, dynamic_batch))
+    proto = _traced_proto(net, inputs, opset, dynamic_batch)
     settings = {"format": "onnx", "precision": "fp32", "opset": opset, "dynamic_batch": dynamic_batch,
                 "exporter": f"torch.onnx dynamo (torch {torch.__version__})", **dict(export or {})}
     if burst:
         settings.update(frames=f"dynamic, 2..{MAX_FRAMES}", tasks=list(config.burst.tasks),
                         output={"scores": ["batch", "tasks", "frames"]})
-    proto = program.model_proto
     if burst:
         unwrap_scopes(proto, "model.")
     set_metadata(proto, artifact_metadata(config, settings))
     save_onnx(proto, path, node_scopes=node_scopes)
     return path
+
+
+def _traced_proto(net, inputs, opset: int, dynamic_batch: bool):
+    """The ONNX ModelProto of ``net`` (a fresh copy), traced once per key (see the module docstring)."""
+    import onnx
+
+    key = _trace_key(net, inputs, opset, dynamic_batch)
+    if key not in _TRACED:
+        program = _export_program(net, inputs, opset, _dynamic_shapes(net.config, dynamic_batch))
+        _TRACED[key] = program.model_proto.SerializeToString()
+        while len(_TRACED) > TRACE_CACHE_ENTRIES:
+            _TRACED.popitem(last=False)
+    _TRACED.move_to_end(key)
+    return onnx.ModelProto.FromString(_TRACED[key])
+
+
+def _trace_key(net, inputs, opset: int, dynamic_batch: bool) -> str:
+    digest = hashlib.sha256()
+    cls = type(net)
+    header = [cls.__module__, cls.__qualname__, net.config.to_json(), opset, dynamic_batch, torch.__version__,
+              [tuple(x.shape) for x in inputs]]
+    digest.update(repr(header).encode())
+    for name, tensor in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _dynamic_shapes(config: ModelConfig, dynamic_batch: bool):

@@ -193,8 +193,9 @@ def write_weights(onnx_path: Path, pairs: list[tuple[str, nn.Module, str]], out_
             if array.shape != tuple(old.dims):
                 array = array.T
             old.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), init_name))
-    onnx.save(proto, str(out_path))
-    return out_path
+    from export.onnx import save_onnx
+
+    return save_onnx(proto, out_path, node_scopes=True)  # atomic: a killed export leaves no half graph
 
 
 def match_layers(layers: list[tuple[str, nn.Module]], graph_inputs: list[tuple[str, tuple[int, ...]]]

@@ -223,7 +223,9 @@ def _float_for_pointwise_consumers(path: Path) -> None:
         for i, name in enumerate(node.input):
             if name in float_of:
                 node.input[i] = float_of[name]
-    onnx.save(model, str(path))
+    from export.onnx import save_onnx
+
+    save_onnx(model, path, node_scopes=True)  # atomic: a killed export leaves no half graph
 
 
 def _carry_metadata(src: str | Path, dst: Path, export_update: dict[str, Any]) -> None:
@@ -329,7 +331,7 @@ def _counted_frames(path: Path) -> int | None:
     from export.onnx import read_metadata
 
     text = read_metadata(path).get(CONFIG_KEY)
-    config = ModelConfig.from_json(text) if text else None
+    config = ModelConfig.stored_in(path, text) if text else None
     return config.burst.frames if config is not None and config.burst is not None else None
 
 

@@ -238,9 +238,10 @@ def onnx2trt(onnx_path: str | Path, engine_path: str | Path, config: ModelConfig
     serialized = builder.build_serialized_network(network, build)
     if serialized is None:
         raise EdgeIQAError(f"{onnx_path}: TensorRT failed to build an engine (see the TensorRT log above)")
-    engine_path = Path(engine_path)
-    engine_path.write_bytes(bytes(serialized))
-    return engine_path
+    from edge_iqa.outputs import atomic_write
+
+    # to a temporary name, then renamed: a killed build never leaves half an engine
+    return atomic_write(engine_path, lambda handle: handle.write(bytes(serialized)), binary=True)
 
 
 # --------------------------------------------------------------------------- without TensorRT

@@ -402,10 +402,41 @@ CHECKPOINT_KINDS: dict[str, tuple[Callable[[Path], Path], str]] = {
                                         "not an edge-iqa checkpoint"),
     "checkpoint-foreign-torch-file": (lambda d: _torch_save(d / "weights.pt", {"conv.weight": np.zeros(1)}),
                                       "not an edge-iqa checkpoint"),
+    "checkpoint-damaged-config": (lambda d: _with_config(d / "damaged.pt", lambda c: {**c, "views": 3}),
+                                  "model config is damaged"),
+    "checkpoint-config-not-json": (lambda d: _with_config(d / "notjson.pt", None), "model config is damaged"),
+    "onnx-damaged-config": (lambda d: _onnx_with_config(d / "damaged.onnx"), "model config is damaged"),
     "model-unknown-file-type": (lambda d: _save_bytes(d / "model.txt", b"hello"), "unknown model file type"),
     "model-missing": (lambda d: d / "missing.pt", "not found"),
     "model-is-a-folder": (lambda d: _mkdir(d / "run.pt"), "is a folder"),
 }
+
+
+def _with_config(path: Path, damage) -> Path:
+    """The fixture student with its stored config damaged (``damage(dict)``, or cut JSON where None)."""
+    import torch
+
+    payload = torch.load(STUDENT, weights_only=True)
+    text = payload["config"]
+    payload["config"] = text[: len(text) // 2] if damage is None else json.dumps(damage(json.loads(text)))
+    return _torch_save(path, payload)
+
+
+def _onnx_with_config(path: Path) -> Path:
+    """A valid ONNX graph whose edge-iqa config metadata has a field of the wrong type."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge_iqa.runtimes import CONFIG_KEY
+
+    config = json.loads(edge_iqa.load(STUDENT).config.to_json())
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph)
+    onnx.helper.set_model_props(model, {CONFIG_KEY: json.dumps({**config, "score_range": 7})})
+    onnx.save(model, str(path))
+    return path
 
 
 def _mkdir(path: Path) -> Path:

@@ -124,3 +124,27 @@ def test_coreml_conversion_carries_config(tiny_model, tmp_path):
     with torch.no_grad():
         expected = tiny_model(*(torch.from_numpy(p[None].astype(np.float32) / 255) for p in pixels)).numpy()
     assert np.abs(got - expected).max() <= 1e-2  # issue 5: FP16 max |Δscore| ≤ 1e-2
+
+
+def test_a_traced_graph_is_reused_for_the_same_weights_only(tiny_student, tmp_path):
+    """torch2onnx keeps recent traces keyed by class, weights, config and options (export.onnx):
+    the same model gives the same file without a retrace; a changed weight is traced anew."""
+    from export import onnx as onnx_export
+
+    torch.manual_seed(0)
+    model = build_model(tiny_student).eval()
+    first = onnx_export.torch2onnx(model, tmp_path / "a.onnx")
+    traced = len(onnx_export._TRACED)
+    again = onnx_export.torch2onnx(model, tmp_path / "b.onnx")
+    assert len(onnx_export._TRACED) == traced and first.read_bytes() == again.read_bytes()
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    changed = onnx_export.torch2onnx(model, tmp_path / "c.onnx")
+    assert changed.read_bytes() != first.read_bytes()
+    inputs = _inputs(tiny_student, 2, seed=1)
+    from edge_iqa.runtimes.onnxruntime import onnx_session
+
+    session = onnx_session(changed)
+    got = session.run(None, {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(*inputs).numpy(), atol=FP32_ONNX_MAX_DELTA)

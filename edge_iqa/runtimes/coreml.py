@@ -66,28 +66,38 @@ def version() -> str:
     return package_version("coremltools")
 
 
+QUIET_LOGGERS = ("coremltools", "torch.utils._pytree")
+
+
 @contextlib.contextmanager
 def quiet_coremltools():
-    """coremltools prints progress bars and version warnings; the CLI stays readable."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """coremltools prints progress bars and version warnings; the CLI stays readable.
+
+    Importing it also imports torchao where installed (executorch brings it), whose pytree
+    registration makes torch log a deprecation warning through a handler that holds the real
+    stderr: that logger is quietened too.
+    """
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def read_coreml_metadata(path: str | Path) -> dict[str, str]:
     """The user-defined metadata of a saved package (works on Linux)."""
     if not importable("coremltools"):
         raise EdgeIQAError(f"{path}: reading a CoreML package needs coremltools (pip install coremltools)")
-    import coremltools as ct
-
     with quiet_coremltools():
+        import coremltools as ct
+
         try:
             spec = ct.utils.load_spec(str(path))
         except Exception as err:  # coremltools raises RuntimeError, ValueError or protobuf's errors
@@ -105,7 +115,7 @@ def coreml_batch_fn(path: str | Path) -> BatchFn:
     mlmodel = ct.models.MLModel(str(path))
     names = [i.name for i in mlmodel.get_spec().description.input]
     if CONFIG_KEY in mlmodel.user_defined_metadata and \
-            ModelConfig.from_json(mlmodel.user_defined_metadata[CONFIG_KEY]).burst is not None:
+            ModelConfig.stored_in(path, mlmodel.user_defined_metadata[CONFIG_KEY]).burst is not None:
         def run_bursts(views: Sequence[np.ndarray]) -> np.ndarray:
             feeds = {name: np.ascontiguousarray(v, dtype=np.float32) for name, v in zip(names, views)}
             return np.asarray(mlmodel.predict(feeds)["scores"], dtype=np.float32)
@@ -129,7 +139,7 @@ def load(path: str | Path, *, threads: int = 0, device: str = "cpu") -> Loaded:
     if CONFIG_KEY not in metadata:
         raise EdgeIQAError(f"{path}: a CoreML package without edge-iqa's model config; score the packages "
                            "`edge-iqa export` writes")
-    config = ModelConfig.from_json(metadata[CONFIG_KEY])
+    config = ModelConfig.stored_in(path, metadata[CONFIG_KEY])
     reason = unavailable()
     if reason:
         raise EdgeIQAError(f"{path}: {reason}")

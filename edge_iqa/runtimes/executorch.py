@@ -105,7 +105,7 @@ def config_of_program(program, path: str | Path) -> ModelConfig:
         json.loads(meta[CONFIG_METHOD])
     except json.JSONDecodeError as err:
         raise EdgeIQAError(f"{path}: its {CONFIG_METHOD} is not JSON ({err}); re-export it") from None
-    return ModelConfig.from_json(meta[CONFIG_METHOD])
+    return ModelConfig.stored_in(path, meta[CONFIG_METHOD])
 
 
 def max_batch_of(program, path: str | Path) -> int:

@@ -74,7 +74,7 @@ def config_of_session(session, path: str | Path) -> ModelConfig:
     meta = session.get_modelmeta().custom_metadata_map
     if CONFIG_KEY not in meta:
         raise EdgeIQAError(f"{path}: no {CONFIG_KEY!r} metadata; export it with `edge-iqa export`")
-    return ModelConfig.from_json(meta[CONFIG_KEY])
+    return ModelConfig.stored_in(path, meta[CONFIG_KEY])
 
 
 def check_inputs(inputs, config: ModelConfig, path: str | Path) -> None:

@@ -38,7 +38,7 @@ def _config_of(model, path: Path) -> ModelConfig:
         text = model.get_rt_info(["framework", CONFIG_KEY]).astype(str)
     except RuntimeError:  # OpenVINO raises RuntimeError for a missing rt_info key
         raise EdgeIQAError(f"{path}: no {CONFIG_KEY!r} metadata; export it with `edge-iqa export`") from None
-    return ModelConfig.from_json(text)
+    return ModelConfig.stored_in(path, text)
 
 
 def load(path: str | Path, *, threads: int = 0, device: str = "cpu") -> Loaded:

@@ -56,7 +56,7 @@ def config_of_engine(engine_path: str | Path) -> ModelConfig:
     sidecar = read_sidecar(engine_path)
     if CONFIG_KEY not in sidecar:
         raise EdgeIQAError(f"{engine_path}: its .json sidecar holds no edge-iqa model config; re-export it")
-    return ModelConfig.from_dict(sidecar[CONFIG_KEY])
+    return ModelConfig.stored_in(engine_path, sidecar[CONFIG_KEY])
 
 
 def trt_batch_fn(engine_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH) -> BatchFn:
