@@ -33,8 +33,9 @@ ICLR 2020: gradient through the rounding, scaled by 1/sqrt(N·Qp)); zero points 
 values; weight scales follow the weights (max |w| per channel / Qp, which is what the quantizer
 computes when it exports them).
 
-Framework, on the evidence of this environment (torch 2.14, coremltools 9.0; neither torchao nor
-NVIDIA ModelOpt is installed, and ``torch.ao.quantization`` is deprecated in favour of torchao):
+Framework, on the evidence of this environment (chosen under torch 2.14 and coremltools 9.0, without
+torchao or NVIDIA ModelOpt; torch 2.15 with executorch's torchao changes none of it, and
+``torch.ao.quantization`` is deprecated in favour of torchao):
 PT2E/FX and ModelOpt place quantizers by their own rules and export their own Q/DQ graphs, so
 their learned ranges have no one-to-one tensor in the graphs ``quantize_static`` builds for ONNX
 Runtime and TensorRT (and PT2E's are not the U8S8-with-7-bit-weights grid). What QAT must match

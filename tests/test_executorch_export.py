@@ -8,7 +8,7 @@ its metrics beyond the tolerance of ``test_export_matrix.py``. Also: the metadat
 carries (config, preprocessing, export settings) read back, ``edge_iqa.load`` on a ``.pte``,
 and foreign, damaged or unsupported inputs refused in one line.
 
-Needs the ``executorch`` package (its own torch release: ``pip install edge-iqa[executorch]``).
+Needs the ``executorch`` package, which the ``test`` extra installs (``pip install -e ".[test]"``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ SPEARMAN_SLACK = 0.005
 DELTA_FACTOR = 2.0
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-# The project's torch is 2.14.1 (pip's cap here); executorch 1.5 needs torch >= 2.15: `pip install -e ".[executorch]"`.
-# The tests that export or run a program skip without it and say so; the others run everywhere.
+# The test extra installs executorch (with the project's torch >= 2.15); a runtime-only install has no
+# executorch: the tests that export or run a program then skip and say so; the others run everywhere.
 NO_EXECUTORCH = importlib.util.find_spec("executorch") is None
-SKIP_REASON = "executorch does not import (it needs torch >= 2.15: pip install -e '.[executorch]')"
+SKIP_REASON = "executorch does not import (pip install -e '.[test]' or '.[executorch]')"
 
 
 def _needs_executorch() -> None:
