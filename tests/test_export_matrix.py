@@ -417,7 +417,9 @@ def test_float_layer_search_improves_agreement(fp32_graph, student, data, tmp_pa
     with pytest.warns(UserWarning):
         reader = ViewCalibrationReader(student.config, calibration_paths(data, "train", 16))
     nodes, record = search_float_layers(fp32, reader, flavour="tensorrt", cache=tmp_path / "c.json",
-                                        target=1.0, max_groups=2, max_float_mac_share=0.25)
+                                        target=1.0, max_groups=2, max_float_mac_share=0.05)
+    # a tight MAC cap: fewer stage groups fit, so fewer trial quantizations (each one re-quantizes every
+    # weight in ONNX Runtime's per-channel loop), and the search still takes two rounds on this fixture
     first, last = record["history"][0]["spearman_vs_fp32"], record["history"][-1]["spearman_vs_fp32"]
     assert len(record["groups"]) <= 2 and last >= first and (nodes or last == first)
-    assert record["float_mac_share"] <= 0.25 and record["reached"] == (last >= 1.0)
+    assert record["float_mac_share"] <= 0.05 and record["reached"] == (last >= 1.0)
