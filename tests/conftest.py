@@ -1,12 +1,25 @@
-"""Shared fixtures: a tiny embedded dataset built once per test session."""
+"""Shared fixtures: a tiny embedded dataset built once per test session.
+
+The suite runs in two pytest-xdist workers (``addopts`` in ``pyproject.toml``: ``-n 2 --dist
+loadfile``, so a module's fixtures, such as its exports, are built once, in one worker). Two
+workers on a 2-core box each get one intra-op thread, here and in the processes they start;
+``-n 0`` runs everything in one process.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
 from edge_iqa.config import ModelConfig, ViewConfig
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # before any test module imports torch
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
 
 
 @pytest.fixture(scope="session")
