@@ -124,6 +124,7 @@ def calibrate(fp32_path: str | Path, reader, cache: str | Path, *, method: str =
             calibrator = create_calibrator(Path(fp32_path), _calibrated_ops(),
                                            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                            calibrate_method=CalibrationMethod.MinMax)
+            lean_session(calibrator)
             ranges = minmax_ranges(calibrator, reader, images_per_run)
             del calibrator
     else:
@@ -161,10 +162,30 @@ def _histogram_calibrator(fp32_path: str | Path):
         calibrator = create_calibrator(Path(fp32_path), _calibrated_ops(),
                                        augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=CalibrationMethod.Percentile)
+        lean_session(calibrator)
         try:
             yield calibrator
         finally:
             del calibrator
+
+
+def lean_session(calibrator) -> None:
+    """Give ``calibrator`` a session that frees each activation as soon as its last consumer ran.
+
+    ONNX Runtime's calibrators run their augmented graph in the default (topological) order, in
+    which the ReduceMin/ReduceMax pairs of the MinMax graph run late and every activation they
+    read stays alive until then: +1.42 GB for one 720×1280 image of ``aim-baseline``. In
+    ``PRIORITY_BASED`` order, without the memory arena (which keeps the peak once reached), the
+    same run takes +0.17 GB and gives the same values; the graph is the same, so are the ranges.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ONNX Runtime's own
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    options.enable_cpu_mem_arena = False
+    calibrator.infer_session = ort.InferenceSession(calibrator.augmented_model_path, options,
+                                                    providers=calibrator.execution_providers)
 
 
 def _calibrated_ops() -> list[str]:
