@@ -126,10 +126,10 @@ def iter_decoded(paths: Sequence[str | Path], views: Sequence[ViewConfig], num_w
 
 def iter_view_batches(paths: Sequence[str | Path], config: ModelConfig, batch_size: int = 8,
                       num_workers: int = 0, max_pixels: int | None = MAX_PIXELS,
-                      ) -> Iterator[tuple[list[np.ndarray], list[int], list[int]]]:
-    """Yield (view arrays, indices decoded, indices that failed) batch by batch, in order."""
+                      ) -> Iterator[tuple[list[np.ndarray], list[int], dict[int, str]]]:
+    """Yield (view arrays, indices decoded, {index that failed: why}) batch by batch, in order."""
     for views, done, errors in _view_batches(paths, config, batch_size, num_workers, max_pixels):
-        yield views, done, sorted(errors)
+        yield views, done, dict(sorted(errors.items()))
 
 
 def _view_batches(paths, config: ModelConfig, batch_size: int, num_workers: int, max_pixels: int | None,
@@ -330,7 +330,9 @@ def _repeated_paths(frames: Sequence) -> dict[int, str]:
 
 def load(path: str | Path, device: str = "cpu", runtime: str | None = None, threads: int = 0) -> Scorer:
     """A scorer for a checkpoint (``.pt``) or an exported artifact, in ``runtime`` (None: the
-    file's own, :func:`edge_iqa.runtimes.runtime_for`: ``.onnx`` ONNX Runtime, ``.plan``/``.engine``
-    TensorRT, ``.mlpackage`` CoreML); a runtime that cannot run here fails with one line saying why.
+    fastest that runs it here, :func:`edge_iqa.runtimes.default_runtimes`: ``.onnx`` OpenVINO where
+    it is installed and reads the graph, else ONNX Runtime; ``.plan``/``.engine`` TensorRT,
+    ``.mlpackage`` CoreML); a runtime that cannot run here fails with one line saying why.
+    ``scorer.loaded`` says which runtime, version and device it got.
     """
     return Scorer.from_loaded(load_artifact(path, runtime, threads=threads, device=device))

@@ -196,7 +196,9 @@ def _calibrated_ops() -> list[str]:
 
 def require_images(reader) -> None:
     if reader.images == 0:
-        raise EdgeIQAError("no calibration image could be decoded; check the --calib dataset")
+        why = getattr(reader, "first_error", None)
+        raise EdgeIQAError("no calibration image gave the model's views; check the --calib dataset"
+                           + (f" (first: {why})" if why else ""))
 
 
 class _OneBatch:

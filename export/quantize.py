@@ -72,14 +72,19 @@ class ViewCalibrationReader:
     def __init__(self, config: ModelConfig, paths: Sequence[str | Path], batch_size: int = 8):
         self.config, self.paths, self.batch_size = config, list(paths), batch_size
         self.images = 0
+        self.first_error: str | None = None  # the first image that gave no views, and why
         self._batches: Iterator | None = None
 
     def _iterate(self) -> Iterator[dict[str, np.ndarray]]:
         from edge_iqa.scoring import iter_view_batches
 
         names = input_names(self.config)
-        self.images = 0
-        for views, done, _ in iter_view_batches(self.paths, self.config, self.batch_size):
+        self.images, self.first_error = 0, None
+        for views, done, failed in iter_view_batches(self.paths, self.config, self.batch_size):
+            if failed and self.first_error is None:
+                index, error = next(iter(failed.items()))
+                path = str(self.paths[index])
+                self.first_error = error if path in error else f"{path}: {error}"
             if done:
                 self.images += len(done)
                 yield {name: np.ascontiguousarray(v, dtype=np.float32) for name, v in zip(names, views)}

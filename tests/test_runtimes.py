@@ -1,6 +1,7 @@
 """The runtime layer (issue 15 §1): every registered backend runs here or says in one line why
-not, files go to the runtime their suffix names, scoring an ONNX export imports neither torch
-nor timm, and OpenVINO scores the same ONNX file as ONNX Runtime."""
+not, files go to the runtime their suffix names, an ``.onnx`` to the fastest runtime that reads
+it (OpenVINO, else ONNX Runtime), scoring an ONNX export imports neither torch nor timm, and
+OpenVINO scores the same ONNX file as ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 import edge_iqa
 from edge_iqa.errors import EdgeIQAError
-from edge_iqa.runtimes import CONFIG_KEY, get_runtime, load_artifact, runtime_for, runtime_names
+from edge_iqa.runtimes import CONFIG_KEY, default_runtimes, get_runtime, load_artifact, runtime_for, runtime_names
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -100,9 +101,38 @@ def test_an_engine_here_is_one_line_naming_its_sidecar_or_the_missing_runtime(on
     assert str(err.value) == f"{engine}: {trt.unavailable()}" and "\n" not in str(err.value)
 
 
+def test_an_onnx_file_goes_to_the_fastest_runtime_that_reads_it(onnx_model, photos, tmp_path):
+    import onnx
+
+    from export.quantize import ViewCalibrationReader, quantize_onnx
+
+    path, _ = onnx_model
+    assert default_runtimes(path) == ["openvino", "onnxruntime"]  # the test extra installs openvino
+    assert default_runtimes(path, device="cuda") == ["onnxruntime"]
+    assert default_runtimes("m.pt") == ["torch"]
+    assert edge_iqa.load(path, threads=1).loaded.runtime == "openvino"
+    # the QOperator INT8 layout has ONNX Runtime's com.microsoft ops, which OpenVINO cannot read
+    reader = ViewCalibrationReader(edge_iqa.load(path).config, [p for p in photos if p.name != "broken.jpg"])
+    qoperator = quantize_onnx(path, tmp_path / "int8.onnx", reader, flavour="cpu", layout="qoperator")
+    assert any(node.domain == "com.microsoft" for node in onnx.load(qoperator).graph.node)
+    assert edge_iqa.load(qoperator, threads=1).loaded.runtime == "onnxruntime"
+    with pytest.raises(EdgeIQAError, match="OpenVINO cannot read it"):
+        edge_iqa.load(qoperator, runtime="openvino")
+
+
+def test_the_score_command_says_which_runtime_it_scored_in(onnx_model, photos):
+    done = subprocess.run([sys.executable, "-m", "edge_iqa.cli", "score", str(onnx_model[0]), str(photos[0]), "--json",
+                           "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runtime"].startswith("openvino ")
+    done = subprocess.run([sys.executable, "-m", "edge_iqa.cli", "score", str(onnx_model[0]), str(photos[0]),
+                           "--runtime", "onnxruntime", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "1 scored, 0 failed; runtime onnxruntime " in done.stderr, done.stderr
+
+
 def test_openvino_scores_the_onnx_file_as_onnx_runtime_does(onnx_model, photos):
     path, _ = onnx_model
-    ort = edge_iqa.load(path, threads=1)
+    ort = edge_iqa.load(path, runtime="onnxruntime", threads=1)
     ov = edge_iqa.load(path, runtime="openvino", threads=1)
     assert (ort.loaded.runtime, ov.loaded.runtime) == ("onnxruntime", "openvino")
     assert ov.loaded.threads == 1 and ov.loaded.device == "CPU"

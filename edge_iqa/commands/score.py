@@ -35,8 +35,8 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runtime", choices=tuple(RUNTIMES), default=None,
-                        help="runtime to score in (default: the file's own: .pt torch, .onnx onnxruntime, ...; "
-                             "openvino also takes .onnx)")
+                        help="runtime to score in (default: the fastest that runs the file here: .pt torch, .onnx "
+                             "openvino where installed and it reads the graph, else onnxruntime, ...)")
     parser.add_argument("--threads", type=non_negative_int, default=0,
                         help="intra-op threads of the runtime (default 0: the runtime's own default)")
 
@@ -119,13 +119,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         results, resumed = scorer.score_paths(files, args.batch_size, args.workers, progress=not args.json), 0
     failed = [r for r in results if r.error]
+    loaded = scorer.loaded
+    runtime = f"{loaded.runtime} {loaded.version} ({loaded.device})" if loaded else "in-memory model"
     if args.json:
-        print_json({"model": args.model, "n": len(results), "failed": len(failed), "resumed": resumed,
-                    "results": [{"path": r.path, "score": r.score, "error": r.error} for r in results]})
+        print_json({"model": args.model, "runtime": runtime, "n": len(results), "failed": len(failed),
+                    "resumed": resumed, "results": [{"path": r.path, "score": r.score, "error": r.error} for r in results]})
     else:
         say(format_table(("path", "score"), [(r.path, r.score if r.score is not None else f"ERROR {r.error}")
                                               for r in results]))
         say(f"{len(results) - len(failed)} scored, {len(failed)} failed"
             + (f" ({resumed} kept from the earlier run)" if resumed else "")
-            + (f"; rows in {args.out}" if args.out else ""))
+            + (f"; rows in {args.out}" if args.out else "") + f"; runtime {runtime}")
     return 1 if failed else 0

@@ -9,6 +9,7 @@ runtime info, so the config comes from the file alone, as in ONNX Runtime. ``thr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
-from edge_iqa.runtimes.base import CONFIG_KEY, Loaded, importable, package_version
+from edge_iqa.runtimes.base import CONFIG_KEY, Loaded, check_graph, importable, package_version
 
 NAME = "openvino"
 SUFFIXES = (".onnx",)
@@ -41,6 +42,40 @@ def _config_of(model, path: Path) -> ModelConfig:
     return ModelConfig.stored_in(path, text)
 
 
+@dataclass(frozen=True)
+class _Port:
+    """An OpenVINO model port in ONNX Runtime's terms, for :func:`edge_iqa.runtimes.base.check_graph`."""
+
+    name: str
+    type: str
+    shape: list
+
+
+def _ports(ports) -> list[_Port]:
+    import openvino as ov
+
+    return [_Port(port.get_any_name(), "tensor(float)" if port.get_element_type() == ov.Type.f32
+                  else f"tensor({port.get_element_type().get_type_name()})",
+                  [d.get_length() if d.is_static else None for d in port.get_partial_shape()])
+            for port in ports]
+
+
+def _why_unread(message: str) -> str:
+    """One line from OpenVINO's read error: the ops it could not convert (its lines ``-- OP with a
+    message:``), or else its first line."""
+    failed: set[str] = set()
+    for line in message.splitlines():
+        if line.startswith("-- "):  # "-- OP with a message:", "-- No conversion rule found for operations: A, B"
+            ops = line[3:].split(" with a message")[0].split(": ")[-1]
+            failed.update(op.strip() for op in ops.split(","))
+    if not failed:
+        return message.strip().splitlines()[0] if message.strip() else "no reason given"
+    why = f"ops it cannot convert: {', '.join(sorted(failed))}"
+    if any(op.startswith("com.microsoft.") for op in failed):
+        why += "; that is ONNX Runtime's QOperator INT8 layout: export with --cpu-layout qdq for OpenVINO"
+    return why
+
+
 def load(path: str | Path, *, threads: int = 0, device: str = "cpu") -> Loaded:
     reason = unavailable()
     if reason:
@@ -57,11 +92,9 @@ def load(path: str | Path, *, threads: int = 0, device: str = "cpu") -> Loaded:
     try:
         model = core.read_model(str(path))
     except RuntimeError as err:
-        raise EdgeIQAError(f"{path}: OpenVINO cannot read it ({str(err).strip().splitlines()[0]})") from None
+        raise EdgeIQAError(f"{path}: OpenVINO cannot read it ({_why_unread(str(err))})") from None
     config = _config_of(model, path)
-    if len(model.inputs) != len(config.views):
-        raise EdgeIQAError(f"{path}: not an edge-iqa export, the graph has {len(model.inputs)} input(s), its config "
-                           f"{len(config.views)} view(s); re-export it with `edge-iqa export`")
+    check_graph(_ports(model.inputs), _ports(model.outputs), config, path)
     # f32: OpenVINO would otherwise run float layers in bf16/f16 where the CPU has them (a silent precision drop)
     properties = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
