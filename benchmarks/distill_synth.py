@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/distill_synth.py                       # the demo presets at full size
     .venv/bin/python benchmarks/distill_synth.py --max-side 256 --view-scale 0.5 --select
     .venv/bin/python benchmarks/distill_synth.py --smoke               # minutes: checks the pipeline only
+    .venv/bin/python benchmarks/distill_synth.py --teacher demo-teacher-mobilenetv2 --student demo-student-mobilenetv2 \
+        --weights-dir ../shared/weights --name distill_synth_imagenet   # ImageNet-initialised backbones
 
 On the embedded synthetic dataset (``edge-iqa data synth``; SSIM labels, split by reference
 photo) it trains, for each seed, the ``demo-teacher`` preset, the ``demo-student`` preset from
@@ -39,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-STUDENT, TEACHER = "demo-student", "demo-teacher"
+STUDENT, TEACHER = "demo-student", "demo-teacher"  # the defaults of --student / --teacher
 UHD = (2160, 3840)
 
 # name -> (loss terms, train on pseudo-labeled images too)
@@ -155,20 +157,21 @@ def run_job(job: Job, env: dict[str, str]) -> dict:
 
 
 def common_args(args: argparse.Namespace, seed: int) -> list[str]:
+    """Every run's options; ``--weights-dir``: every backbone (teacher, scratch and distilled student) from ImageNet."""
     return ["--seed", str(seed), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-            "--device", "cpu", "--quiet", "--json"]
+            "--device", "cpu", "--quiet", "--json", *(["--weights-dir", str(args.weights_dir)] if args.weights_dir else [])]
 
 
 def teacher_job(args, data: Path, seed: int) -> Job:
     out = args.work / f"teacher-s{seed}"
-    return Job(out.name, edge_iqa("train", "--model", TEACHER, *view_args(scaled_view_specs(TEACHER, args.view_scale)),
+    return Job(out.name, edge_iqa("train", "--model", args.teacher, *view_args(scaled_view_specs(args.teacher, args.view_scale)),
                                   "--data", str(data), "--out", str(out), "--epochs", str(args.teacher_epochs),
                                   *common_args(args, seed)), out)
 
 
 def scratch_job(args, data: Path, seed: int) -> Job:
     out = args.work / f"scratch-s{seed}"
-    return Job(out.name, edge_iqa("train", "--model", STUDENT, *view_args(scaled_view_specs(STUDENT, args.view_scale)),
+    return Job(out.name, edge_iqa("train", "--model", args.student, *view_args(scaled_view_specs(args.student, args.view_scale)),
                                   "--data", str(data), "--out", str(out), "--epochs", str(args.student_epochs),
                                   *[a for loss in SCRATCH_LOSSES for a in ("--loss", loss)], *common_args(args, seed)),
                out)
@@ -177,8 +180,8 @@ def scratch_job(args, data: Path, seed: int) -> Job:
 def distill_job(args, data: Path, seed: int, mix: str, unlabeled: Path) -> Job:
     losses, use_unlabeled = MIXES[mix]
     out = args.work / f"distill-{mix}-s{seed}"
-    argv = edge_iqa("distill", "--teacher", str(args.work / f"teacher-s{seed}" / "best.pt"), "--student", STUDENT,
-                    *view_args(scaled_view_specs(STUDENT, args.view_scale)), "--data", str(data), "--out", str(out),
+    argv = edge_iqa("distill", "--teacher", str(args.work / f"teacher-s{seed}" / "best.pt"), "--student", args.student,
+                    *view_args(scaled_view_specs(args.student, args.view_scale)), "--data", str(data), "--out", str(out),
                     "--epochs", str(args.student_epochs), *[a for loss in losses for a in ("--loss", loss)],
                     *(["--unlabeled", str(unlabeled)] if use_unlabeled else []), *common_args(args, seed))
     return Job(out.name, argv, out, needs=[f"teacher-s{seed}"])
@@ -223,7 +226,11 @@ def write_markdown(path: Path, result: dict) -> None:
              f"Benchmark command: `{result['benchmark_command']}`", "",
              f"Data: `{result['data_command']}` ({result['data']['train']} train / {result['data']['val']} val / "
              f"{result['data']['test']} test images, split by reference photo; SSIM labels — a proxy, not human "
-             "opinion).", f"View scale {result['settings']['view_scale']} of the registry presets' views; seeds "
+             "opinion).", f"Teacher `{result['settings'].get('teacher', TEACHER)}`, student "
+             f"`{result['settings'].get('student', STUDENT)}`, "
+             + (f"every backbone from ImageNet weights (`--weights-dir {result['settings']['weights_dir']}`)"
+                if result['settings'].get('weights_dir') else "random init") + ".",
+             f"View scale {result['settings']['view_scale']} of the registry presets' views; seeds "
              f"{result['settings']['seeds']}; teacher {result['settings']['teacher_epochs']} epochs, students "
              f"{result['settings']['student_epochs']} epochs; distilled mix `{result['mix']}`: "
              f"`{' '.join(result['mix_losses'])}`" + (f" + {result['unlabeled_images']} pseudo-labeled images"
@@ -290,7 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unlabeled-per-ref", type=int, default=40, help="pseudo-labeled images per train reference")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where distill_synth.{json,md} go")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where NAME.{json,md} go")
+    parser.add_argument("--teacher", default=TEACHER, help="teacher preset")
+    parser.add_argument("--student", default=STUDENT, help="student preset")
+    parser.add_argument("--weights-dir", type=Path, default=None,
+                        help="ImageNet weights folder: every backbone starts from it (default: random init)")
+    parser.add_argument("--name", default="distill_synth", help="results file stem in --results")
     parser.add_argument("--smoke", action="store_true", help="tiny and fast: checks the pipeline, not distillation")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -298,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         args.teacher_epochs = args.student_epochs = 1
         args.unlabeled_per_ref = 2
     args.results = args.results.resolve()
-    default_work = Path("runs") / "bench" / f"distill_synth-{args.max_side}-x{args.view_scale:g}"
+    models = "" if (args.teacher, args.student) == (TEACHER, STUDENT) else f"-{args.teacher}-{args.student}"
+    init = "-imagenet" if args.weights_dir else ""
+    default_work = Path("runs") / "bench" / f"distill_synth-{args.max_side}-x{args.view_scale:g}{models}{init}"
     args.work = args.work.resolve() if args.work else default_work
     os.chdir(ROOT)  # commands are recorded with paths relative to the repository
     if args.smoke:
@@ -348,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "mix": args.mix, "mix_losses": list(MIXES[args.mix][0]), "mix_unlabeled": MIXES[args.mix][1],
         "unlabeled_images": n_unlabeled if MIXES[args.mix][1] else 0,
-        "macs": {"teacher": macs_at_uhd(TEACHER, scaled_view_specs(TEACHER, args.view_scale)),
-                 "student": macs_at_uhd(STUDENT, scaled_view_specs(STUDENT, args.view_scale))},
+        "macs": {"teacher": macs_at_uhd(args.teacher, scaled_view_specs(args.teacher, args.view_scale)),
+                 "student": macs_at_uhd(args.student, scaled_view_specs(args.student, args.view_scale))},
         "groups": groups, "selection": selection,
         "verdict": {"srcc_gain": gain, "gap": gap, "gap_closed": closed, "paired_gains": paired,
                     "met": gain >= 0.02 or (closed is not None and closed >= 0.5)},
@@ -357,9 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
     }
-    (args.results / "distill_synth.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(args.results / "distill_synth.md", result)
-    print((args.results / "distill_synth.md").read_text())
+    (args.results / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(args.results / f"{args.name}.md", result)
+    print((args.results / f"{args.name}.md").read_text())
     return 0
 
 
