@@ -1,9 +1,12 @@
 """Train the demo student on the embedded data and record its test accuracy and training time.
 
     python benchmarks/demo_student.py [--epochs 30] [--data runs/bench/data]
+    python benchmarks/demo_student.py --model demo-student-mobilenetv2 --weights-dir ../shared/weights \
+        --out runs/bench/mnv2-imagenet --name demo_student_mobilenetv2_imagenet
 
-Writes benchmarks/results/demo_student.{json,md} with the exact commands, library versions,
-the machine and its load average (other jobs on a 2-core machine stretch the wall time).
+Writes benchmarks/results/NAME.{json,md} (default demo_student) with the exact commands, library
+versions, the machine and its load average (other jobs on a 2-core machine stretch the wall time).
+``--weights-dir`` starts the backbone from ImageNet weights (``edge-iqa train --weights-dir``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="demo-student", help="model preset")
+    parser.add_argument("--weights-dir", default=None, help="ImageNet weights folder (default: random init)")
+    parser.add_argument("--name", default="demo_student", help="results file stem")
     args = parser.parse_args()
 
     cli = [sys.executable, "-m", "edge_iqa.cli"]
@@ -50,16 +56,18 @@ def main() -> int:
     if not (Path(args.data) / "manifest.csv").is_file():
         commands.append(cli + ["data", "synth", args.data, "--seed", str(args.seed)])
         run(commands[-1])
-    commands.append(cli + ["train", "--data", args.data, "--model", "demo-student", "--out", args.out,
+    commands.append(cli + ["train", "--data", args.data, "--model", args.model, "--out", args.out,
                            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-                           "--seed", str(args.seed), "--quiet"])
+                           "--seed", str(args.seed), "--quiet",
+                           *(["--weights-dir", args.weights_dir] if args.weights_dir else [])])
     load_before = os.getloadavg()
     seconds = run(commands[-1])
     load_after = os.getloadavg()
     metrics = json.loads((Path(args.out) / "metrics.json").read_text())
 
     result = {
-        "commands": [shlex.join(c) for c in commands],
+        "commands": [shlex.join(c) for c in commands], "model": args.model,
+        "init": f"ImageNet ({args.weights_dir})" if args.weights_dir else "random",
         "test": metrics["test"], "best_epoch": metrics["best_epoch"], "best_val_srcc": metrics["best_val_srcc"],
         "train_wall_seconds": round(seconds, 1), "train_epoch_seconds": metrics["train_seconds"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -67,10 +75,10 @@ def main() -> int:
         "versions": versions(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "demo_student.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     t = result["test"]
-    (RESULTS / "demo_student.md").write_text(
-        "# demo-student on the embedded synthetic data\n\n"
+    (RESULTS / f"{args.name}.md").write_text(
+        f"# {args.model} ({result['init']} init) on the embedded synthetic data\n\n"
         + "".join(f"    {c}\n" for c in result["commands"])
         + f"\n| test SRCC | test PLCC | KRCC | RMSE | n | best epoch | train wall time |\n|---|---|---|---|---|---|---|\n"
         f"| {t['srcc']:.4f} | {t['plcc']:.4f} | {t['krcc']:.4f} | {t['rmse']:.4f} | {t['n']} | "

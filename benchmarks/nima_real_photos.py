@@ -200,9 +200,12 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 def write_markdown(path: Path, r: dict) -> None:
     summary = summarize(r["runs"])
-    rows = "\n".join(f"| {x['student']} | {x['init']} | {x['srcc_mean']:.3f} ± {x['srcc_std']:.3f} | "
-                     f"{x['plcc_mean']:.3f} ± {x['plcc_std']:.3f} | {', '.join(f'{v:.3f}' for v in x['srcc_per_seed'])} | "
-                     f"{x['train_minutes']:.1f} |" for x in summary)
+    def spread(mean: float, std: float, seeds: list) -> str:
+        return f"{mean:.3f} ± {std:.3f}" if len(seeds) > 1 else f"{mean:.3f} (one seed)"
+
+    rows = "\n".join(f"| {x['student']} | {x['init']} | {spread(x['srcc_mean'], x['srcc_std'], x['seeds'])} | "
+                     f"{spread(x['plcc_mean'], x['plcc_std'], x['seeds'])} | "
+                     f"{', '.join(f'{v:.3f}' for v in x['srcc_per_seed'])} | {x['train_minutes']:.1f} |" for x in summary)
     by = {(x["student"], x["init"]): x for x in summary}
     verdicts = []
     for student in r["students"]:
@@ -219,7 +222,7 @@ def write_markdown(path: Path, r: dict) -> None:
     path.write_text(f"""# A student distilled from NIMA, on real photos neither saw (issue 14)
 
 `{r['command']}` — {r['when']}, {r['wall_minutes']} min; CPU {r['cpu']}, {r['threads']} threads,
-load average at the end {[round(x, 2) for x in r['load_at_end']]}; seeds {', '.join(map(str, r['seeds']))}.
+load average at the end {[round(x, 2) for x in r['load_at_end']]}; seeds {', '.join(map(str, r['seeds']))}.{r.get('note', '')}
 
 Photos: {r['photos']['kodak24']} Kodak, {r['photos']['package']} package photos, {r['photos']['video']} frames of the
 bikes clip; at 256 px, each at 5 levels of every distortion of the embedded recipe, split by photo:
