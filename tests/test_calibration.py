@@ -291,3 +291,49 @@ def test_auto_calibration_options_are_checked(options, message):
 
     with pytest.raises(EdgeIQAError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ExportConfig(format="onnx", precision="int8", **options)
+
+
+def test_in_graph_statistics_equal_the_numpy_pass_over_every_activation(student_graph, tmp_path):
+    """GraphStatistics (ReduceMin/Max and ScatterElements histograms inside the graph, opset >= 16) gives
+    the extremes and np.histogram counts of TensorStream (every activation an output, numpy on the values)."""
+    from export.calibration import (
+        GraphStatistics,
+        TensorStream,
+        _histogram_calibrator,
+        _spans,
+        tensor_statistics,
+    )
+
+    path, batches = student_graph
+    graph = GraphStatistics(path, FeedReader(batches), 1)
+    with _histogram_calibrator(path) as calibrator:
+        stream = TensorStream(calibrator, FeedReader(batches), 1)
+        want = stream.extremes()
+        spans = {(kind, bins): _spans(kind, want) for kind, bins in (("abs", 256), ("signed", 128), ("span", 512))}
+        want_counts = stream.histograms(spans)
+    got = graph.extremes()
+    assert len(got) > 50 and got == want
+    got_counts = graph.histograms(spans)
+    for kind in spans:
+        for name, count in want_counts[kind].items():
+            np.testing.assert_array_equal(got_counts[kind][name], count, err_msg=f"{kind} {name}")
+    with tensor_statistics(path, FeedReader(batches), 1) as chosen:
+        assert isinstance(chosen, GraphStatistics)  # the exporter's opset 18
+
+
+def test_graphs_before_opset_16_calibrate_through_the_stream(skewed, tmp_path):
+    import onnx
+
+    from export.calibration import TensorStream, calibrate, tensor_statistics
+
+    path, batches = skewed
+    old = onnx.load(path)
+    old.opset_import[0].version = 15
+    onnx.save(old, tmp_path / "opset15.onnx")
+    with tensor_statistics(tmp_path / "opset15.onnx", ArrayReader("x", batches), 1) as chosen:
+        assert isinstance(chosen, TensorStream)
+    for method in ("quantile", "percentile"):
+        assert ranges(calibrate(tmp_path / "opset15.onnx", ArrayReader("x", batches), tmp_path / f"o_{method}.json",
+                                method=method, percentile=99.0)) == \
+            ranges(calibrate(path, ArrayReader("x", batches), tmp_path / f"n_{method}.json", method=method,
+                             percentile=99.0))
