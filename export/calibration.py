@@ -24,13 +24,6 @@ holds one image's activations and the totals, whatever the number of images or t
 - ``quantile``: each tail at its own percentile (see :mod:`export.quantize`), from the same two
   passes over a ``bins``-bin histogram of each tensor's [min, max].
 
-Both passes of the histogram methods reduce inside the graph (:class:`GraphStatistics`: ReduceMin /
-ReduceMax, and histograms counted by ``ScatterElements``), so a run returns scalars and bin counts,
-not every activation of its image; ONNX Runtime's own histogram graph, which returns them all
-(:class:`TensorStream`), is kept for graphs older than opset 16. Every calibration session runs in
-priority order without a memory arena (:func:`lean_session`), which frees each activation once
-its statistics are taken.
-
 Percentile and entropy come from Migacz, "8-bit Inference with TensorRT" (GTC 2017) and Wu et al.,
 "Integer Quantization for Deep Learning Inference" (2020).
 """
@@ -41,7 +34,7 @@ import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -135,8 +128,8 @@ def calibrate(fp32_path: str | Path, reader, cache: str | Path, *, method: str =
             ranges = minmax_ranges(calibrator, reader, images_per_run)
             del calibrator
     else:
-        with tensor_statistics(fp32_path, reader, images_per_run) as statistics:
-            (ranges,) = candidate_ranges(statistics, [candidate])
+        with _histogram_calibrator(fp32_path) as calibrator:
+            (ranges,) = candidate_ranges(TensorStream(calibrator, reader, images_per_run), [candidate])
     save_tensors_data(ranges, Path(cache))
     return Path(cache)
 
@@ -149,32 +142,13 @@ def calibrate_candidates(fp32_path: str | Path, reader, candidates: Sequence[Can
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     reader.rewind()
-    with tensor_statistics(fp32_path, reader, images_per_run) as statistics:
-        found = candidate_ranges(statistics, candidates)
+    with _histogram_calibrator(fp32_path) as calibrator:
+        found = candidate_ranges(TensorStream(calibrator, reader, images_per_run), candidates)
     paths = []
     for c, ranges in zip(candidates, found):
         paths.append(folder / f"calibration_{c.label.replace(':', '_')}.json")
         save_tensors_data(ranges, paths[-1])
     return paths
-
-
-@contextlib.contextmanager
-def tensor_statistics(fp32_path: str | Path, reader, images_per_run: int | None):
-    """The statistics of every calibrated tensor, one run at a time: :class:`GraphStatistics` (reduced
-    inside the graph) where the graph's opset has ``ScatterElements`` with ``reduction="add"`` (16+),
-    else :class:`TensorStream` (every calibrated tensor an output of ONNX Runtime's histogram graph)."""
-    import onnx
-
-    from export.quantize import _quiet_ort
-
-    opset = next((o.version for o in onnx.load(str(fp32_path), load_external_data=False).opset_import
-                  if o.domain in ("", "ai.onnx")), 0)
-    if opset >= GRAPH_STATISTICS_OPSET:
-        with _quiet_ort():  # ONNX Runtime's HistogramCollector prints its progress; stdout stays for --json
-            yield GraphStatistics(fp32_path, reader, images_per_run)
-        return
-    with _histogram_calibrator(fp32_path) as calibrator:
-        yield TensorStream(calibrator, reader, images_per_run)
 
 
 @contextlib.contextmanager
@@ -206,18 +180,12 @@ def lean_session(calibrator) -> None:
     """
     import onnxruntime as ort
 
-    calibrator.infer_session = ort.InferenceSession(calibrator.augmented_model_path, _lean_options(),
-                                                    providers=calibrator.execution_providers)
-
-
-def _lean_options():
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ONNX Runtime's own
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     options.enable_cpu_mem_arena = False
-    return options
+    calibrator.infer_session = ort.InferenceSession(calibrator.augmented_model_path, options,
+                                                    providers=calibrator.execution_providers)
 
 
 def _calibrated_ops() -> list[str]:
@@ -255,8 +223,7 @@ def minmax_ranges(calibrator, reader, images_per_run: int | None):
 
 
 class TensorStream:
-    """Every calibrated tensor of the histogram calibrator's augmented graph, one run at a time (the
-    fallback for graphs older than opset 16: one run returns all of one image's activations at once).
+    """Every calibrated tensor of the histogram calibrator's augmented graph, one run at a time.
 
     Iterating gives ``{tensor name: values}`` per run (graph inputs included); each iteration
     re-reads the reader from the start.
@@ -274,185 +241,40 @@ class TensorStream:
                 values = {**dict(zip(self.outputs, self.session.run(None, run))), **run}
                 yield {name: values[name] for name in self.names if name in values}
 
-    def extremes(self) -> dict[str, dict[str, np.float32]]:
-        """First pass: each tensor's min, max and min |x| over every run (float32, exact)."""
-        found: dict[str, dict[str, Any]] = {}
-        for values in self:
-            for name, v in values.items():
-                v = v.ravel()
-                _fold_extremes(found, name, {"min": np.nanmin(v), "max": np.nanmax(v), "absmin": np.nanmin(np.abs(v))}
-                               if v.size else None)
-        require_images(self.reader)
-        return found
 
-    def histograms(self, kinds: dict[tuple[str, int], dict[str, tuple[Any, Any]]]) -> dict:
-        """Second pass: per kind (``abs`` bins |x|) and tensor, np.histogram's counts over the tensor's span."""
-        counts = {kind: {name: np.zeros(kind[1], np.int64) for name in spans} for kind, spans in kinds.items()}
-        for values in self:
-            for name, v in values.items():
-                for kind, spans in kinds.items():
-                    counts[kind][name] += np.histogram(np.abs(v) if kind[0] == "abs" else v, kind[1],
-                                                       range=spans[name])[0]
-        return counts
+def tensor_extremes(tensors: Iterable[dict[str, np.ndarray]], reader) -> dict[str, dict[str, np.float32]]:
+    """First pass: each tensor's min, max and min |x| over every run (float32, exact)."""
+    found: dict[str, dict[str, Any]] = {}
+    for values in tensors:
+        for name, v in values.items():
+            v = v.ravel()
+            now = {"min": np.nanmin(v), "max": np.nanmax(v), "absmin": np.nanmin(np.abs(v))} if v.size else \
+                {"min": v.dtype.type(0), "max": v.dtype.type(0), "absmin": v.dtype.type(0)}
+            seen = found.setdefault(name, now)
+            if seen is not now:
+                seen["min"], seen["max"] = min(seen["min"], now["min"]), max(seen["max"], now["max"])
+                seen["absmin"] = min(seen["absmin"], now["absmin"])
+    require_images(reader)
+    return found
 
 
-def _fold_extremes(found: dict, name: str, now: dict | None) -> None:
-    """Merge one run's extremes of ``name`` (None: an empty tensor, whose extremes are 0) into ``found``."""
-    zero = np.float32(0)
-    now = now or {"min": zero, "max": zero, "absmin": zero}
-    seen = found.setdefault(name, now)
-    if seen is not now:
-        seen["min"], seen["max"] = min(seen["min"], now["min"]), max(seen["max"], now["max"])
-        seen["absmin"] = min(seen["absmin"], now["absmin"])
 
-
-GRAPH_STATISTICS_OPSET = 16  # ScatterElements with reduction="add"
-
-
-class GraphStatistics:
-    """The same two passes as :class:`TensorStream`, reduced inside the graph.
-
-    After every calibrated tensor (ONNX Runtime's own choice, ``select_tensors_to_calibrate``) the
-    first pass appends ReduceMin, ReduceMax and ReduceMin of Abs, the second a histogram: the bin
-    of each value (estimated in float64, then moved to the bin whose float32 edges hold it, as
-    ``np.histogram`` corrects its own estimate) counted by ``ScatterElements(reduction="add")``
-    into int64 bins. The graph's outputs are those scalars and counts only, and it runs in
-    :func:`lean_session`'s order, so each activation is freed once its statistics are taken:
-    memory holds a few activations at a time, not all of an image's.
-    """
-
-    def __init__(self, fp32_path: str | Path, reader, images_per_run: int | None):
-        from onnxruntime.quantization.calibrate import CalibraterBase
-
-        base = CalibraterBase(Path(fp32_path), _calibrated_ops())
-        tensors, infos = base.select_tensors_to_calibrate(base.model)
-        self.model, self.reader, self.images_per_run = base.model, reader, images_per_run
-        self.names = sorted(tensors)
-        self.float32 = {n: infos[n].type.tensor_type.elem_type == 1 for n in self.names}  # TensorProto.FLOAT
-
-    def _runs(self, outputs: list[str], chains: dict[str, list], initializers: list) -> Iterator[dict[str, np.ndarray]]:
-        """The outputs ``outputs`` of the graph with each tensor's statistics nodes (``chains``) placed right after
-        the node that makes the tensor (ONNX Runtime's priority order then runs them before going on), per run."""
-        import onnx
-        import onnxruntime as ort
-
-        model = onnx.ModelProto()
-        model.CopyFrom(self.model)
-        del model.graph.output[:]
-        nodes = [n for i in model.graph.input for n in chains.get(i.name, [])]
-        for node in model.graph.node:
-            nodes += [node, *(n for out in node.output for n in chains.get(out, []))]
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-        model.graph.initializer.extend(initializers)
-        model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in outputs)
-        session = ort.InferenceSession(model.SerializeToString(), _lean_options(), providers=["CPUExecutionProvider"])
-        del model
-        self.reader.rewind()
-        for batch in self.reader:
-            for run in split_batch(batch, self.images_per_run):
-                yield dict(zip(outputs, session.run(outputs, run)))
-
-    def _float32(self, name: str, nodes: list, tag: str) -> str:
-        """``name``, cast to float32 where it is not."""
-        from onnx import TensorProto, helper
-
-        if self.float32[name]:
-            return name
-        nodes.append(helper.make_node("Cast", [name], [f"{tag}/f32"], to=TensorProto.FLOAT))
-        return f"{tag}/f32"
-
-    def extremes(self) -> dict[str, dict[str, np.float32]]:
-        """First pass: each tensor's min, max and min |x| over every run (float32, exact)."""
-        from onnx import helper
-
-        chains, outputs = {}, []
-        for i, name in enumerate(self.names):
-            tag = f"edge_iqa.calib/{i}"
-            nodes = chains[name] = []
-            x = self._float32(name, nodes, tag)
-            nodes += [helper.make_node("ReduceMin", [x], [f"{tag}/min"], keepdims=0),
-                      helper.make_node("ReduceMax", [x], [f"{tag}/max"], keepdims=0),
-                      helper.make_node("Abs", [x], [f"{tag}/abs"]),
-                      helper.make_node("ReduceMin", [f"{tag}/abs"], [f"{tag}/absmin"], keepdims=0)]
-            outputs += [f"{tag}/min", f"{tag}/max", f"{tag}/absmin"]
-        found: dict[str, dict[str, Any]] = {}
-        for values in self._runs(outputs, chains, []):
-            for i, name in enumerate(self.names):
-                now = {k: np.float32(values[f"edge_iqa.calib/{i}/{k}"]) for k in ("min", "max", "absmin")}
-                _fold_extremes(found, name, None if np.isinf(now["min"]) else now)  # an empty tensor reduces to inf
-        require_images(self.reader)
-        return found
-
-    def histograms(self, kinds: dict[tuple[str, int], dict[str, tuple[Any, Any]]]) -> dict:
-        """Second pass: per kind (``abs`` bins |x|) and tensor, np.histogram's counts over the tensor's span."""
-        chains, initializers, outputs, keys = {}, [], [], []
-        for k, ((kind, bins), spans) in enumerate(kinds.items()):
-            for i, name in enumerate(self.names):
-                tag = f"edge_iqa.hist{k}/{i}"
-                nodes = chains.setdefault(name, [])
-                x = self._float32(name, nodes, tag)
-                graph_nodes, graph_constants = _histogram_nodes(x, tag, kind == "abs", bins, *spans[name])
-                nodes += graph_nodes
-                initializers += graph_constants
-                outputs.append(f"{tag}/counts")
-                keys.append(((kind, bins), name, f"{tag}/counts"))
-        counts = {kind: {name: np.zeros(kind[1], np.int64) for name in spans} for kind, spans in kinds.items()}
-        for values in self._runs(outputs, chains, initializers):
-            for kind, name, output in keys:
-                counts[kind][name] += values[output]  # int32 per run (at most one image's values), int64 in total
-        return counts
-
-
-def _histogram_nodes(x: str, tag: str, absolute: bool, bins: int, low, high) -> tuple[list, list]:
-    """ONNX nodes and constants that give ``{tag}/counts``: ``np.histogram(|x| or x, bins, range=(low, high))[0]``."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    edges = np.histogram(np.zeros(0, np.float32), bins, range=(low, high))[1].astype(np.float32)
-    constants = {"edges": edges, "low": np.float32(low), "scale": np.float32(bins / (float(high) - float(low))),
-                 "first": np.float32(0), "top": np.float32(bins - 1), "one": np.int32(1), "last": np.int32(bins - 1),
-                 "empty": np.zeros(bins, np.int32), "flat": np.array([-1], np.int64)}
-    c = {name: f"{tag}/{name}" for name in constants}
-    t = {name: f"{tag}/{name}" for name in ("values", "v", "shifted", "scaled", "floor", "clipped", "guess",
-                                             "left", "below", "down", "lowered", "next", "right", "above", "inner",
-                                             "rise", "up", "bin", "size", "ones", "counts")}
-    node = helper.make_node
-    nodes = [node("Abs" if absolute else "Identity", [x], [t["values"]]),
-             node("Reshape", [t["values"], c["flat"]], [t["v"]]),
-             node("Sub", [t["v"], c["low"]], [t["shifted"]]),
-             node("Mul", [t["shifted"], c["scale"]], [t["scaled"]]),
-             node("Floor", [t["scaled"]], [t["floor"]]),
-             node("Clip", [t["floor"], c["first"], c["top"]], [t["clipped"]]),
-             node("Cast", [t["clipped"]], [t["guess"]], to=TensorProto.INT32),
-             # np.histogram's own correction: one bin down where the value is below the bin's left edge,
-             # one up where it is at or past the right edge (the last bin keeps its right edge)
-             node("Gather", [c["edges"], t["guess"]], [t["left"]]),
-             node("Less", [t["v"], t["left"]], [t["below"]]),
-             node("Cast", [t["below"]], [t["down"]], to=TensorProto.INT32),
-             node("Sub", [t["guess"], t["down"]], [t["lowered"]]),
-             node("Add", [t["lowered"], c["one"]], [t["next"]]),
-             node("Gather", [c["edges"], t["next"]], [t["right"]]),
-             node("GreaterOrEqual", [t["v"], t["right"]], [t["above"]]),
-             node("Less", [t["lowered"], c["last"]], [t["inner"]]),
-             node("And", [t["above"], t["inner"]], [t["rise"]]),
-             node("Cast", [t["rise"]], [t["up"]], to=TensorProto.INT32),
-             node("Add", [t["lowered"], t["up"]], [t["bin"]]),
-             node("Shape", [t["bin"]], [t["size"]]),
-             node("ConstantOfShape", [t["size"]], [t["ones"]], value=helper.make_tensor("one", TensorProto.INT32, [1], [1])),
-             node("ScatterElements", [c["empty"], t["bin"], t["ones"]], [t["counts"]], axis=0, reduction="add")]
-    return nodes, [numpy_helper.from_array(np.asarray(v), c[name]) for name, v in constants.items()]
-
-
-def candidate_ranges(statistics: "GraphStatistics | TensorStream", candidates: Sequence[Candidate]) -> list:
+def candidate_ranges(tensors: TensorStream, candidates: Sequence[Candidate]) -> list:
     """Each candidate's ranges (ONNX Runtime ``TensorsData``) from two shared passes over the images.
 
     Pass one finds every tensor's extremes (minmax needs nothing more); pass two fills the
     histograms the histogram methods need, each kind once for all the candidates that use it.
     """
-    extremes = statistics.extremes()
+    extremes = tensor_extremes(tensors, tensors.reader)
     kinds = {_HISTOGRAMS[c.method] for c in candidates if c.method != "minmax"}
     spans = {kind: _spans(kind[0], extremes) for kind in kinds}
-    counts = statistics.histograms(spans) if kinds else {}
+    counts = {kind: {name: np.zeros(kind[1], np.int64) for name in extremes} for kind in kinds}
+    if kinds:
+        for values in tensors:
+            for name, v in values.items():
+                for kind in kinds:
+                    counts[kind][name] += np.histogram(np.abs(v) if kind[0] == "abs" else v, kind[1],
+                                                       range=spans[kind][name])[0]
     out = []
     for c in candidates:
         kind = _HISTOGRAMS.get(c.method)
