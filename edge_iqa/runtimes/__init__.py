@@ -102,5 +102,4 @@ def load_artifact(path: str | Path, runtime: str | None = None, threads: int = 0
 
 
 __all__ = ["CONFIG_KEY", "RUNTIMES", "BatchFn", "Loaded", "can_load", "default_runtimes", "get_runtime",
-           "load_artifact",
-           "runtime_for", "runtime_names"]
+           "load_artifact", "runtime_for", "runtime_names"]
