@@ -190,3 +190,47 @@ def test_scoring_an_onnx_export_never_imports_torch(onnx_model, photos, torch_im
     scored, flags = json.loads("\n".join(lines[:-1])), json.loads(lines[-1])
     assert flags == {"code": 0, "torch": False, "timm": False}
     assert [r["error"] for r in scored["results"]] == [None, None]
+
+
+GPU_BUFFERS = """
+import sys, json
+sys.meta_path.insert(0, NoTorch())
+from edge_iqa.errors import EdgeIQAError
+from edge_iqa.runtimes.cuda_buffers import DeviceBuffers
+import numpy as np
+try:
+    buffers = DeviceBuffers()
+    pointer = buffers.upload('x', np.arange(6, dtype=np.float32).reshape(2, 3))
+    back = buffers.download('x', (2, 3))
+    outcome = {'ran': True, 'round_trip': back.tolist(), 'pointer': pointer != 0}
+    buffers.close()
+except EdgeIQAError as err:
+    outcome = {'ran': False, 'error': str(err)}
+print(json.dumps({**outcome, 'torch': 'torch' in sys.modules}))
+"""
+
+
+def test_engine_buffers_use_the_cuda_runtime_bindings_never_torch():
+    """The TensorRT backend's device memory goes through cuda-bindings with torch blocked: on a GPU
+    the copy round-trips, without one CUDA's own error comes back as one line naming the call."""
+    pytest.importorskip("cuda.bindings", reason="cuda-bindings is not installed (edge-iqa[tensorrt] brings it)")
+    block = BLOCK_TORCH.split("if sys.argv[1]")[0]
+    proc = subprocess.run([sys.executable, "-c", block + GPU_BUFFERS], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outcome = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert outcome["torch"] is False
+    if outcome["ran"]:
+        assert outcome["round_trip"] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]] and outcome["pointer"]
+    else:
+        assert outcome["error"].startswith("CUDA cudaStreamCreate failed: ") and "\n" not in outcome["error"]
+
+
+def test_engine_buffers_without_the_cuda_bindings_say_what_to_install(monkeypatch):
+    from edge_iqa.runtimes import cuda_buffers
+
+    monkeypatch.setitem(sys.modules, "cuda", None)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    with pytest.raises(EdgeIQAError, match=r"^TensorRT engines need NVIDIA's CUDA runtime bindings .*pip install cuda-bindings"):
+        cuda_buffers.cuda_runtime()

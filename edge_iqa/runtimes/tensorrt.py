@@ -2,8 +2,9 @@
 (or its ``build_engine.sh``), run where the ``tensorrt`` package imports (an NVIDIA GPU).
 
 An engine holds no metadata of ours: the model config comes from the ``<engine>.json`` sidecar
-the exporter writes. Device buffers are torch CUDA tensors (the one CUDA allocator every
-edge-iqa GPU install has); engine building stays in :mod:`export.tensorrt`.
+the exporter writes. Device buffers and the stream come from NVIDIA's CUDA runtime bindings
+(:mod:`edge_iqa.runtimes.cuda_buffers`), so running an engine needs ``tensorrt`` and
+``cuda-bindings``, not torch; engine building stays in :mod:`export.tensorrt`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def unavailable() -> str | None:
     if not importable("tensorrt"):
         return ("TensorRT engines run only where the tensorrt package imports (an NVIDIA GPU); "
                 "score its ONNX graph instead")
+    if not (importable("cuda.bindings") or importable("cuda.cudart")):
+        return "TensorRT engines need NVIDIA's CUDA runtime bindings for their buffers: pip install cuda-bindings"
     return None
 
 
@@ -66,7 +69,8 @@ def trt_batch_fn(engine_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH) ->
     (N, n_tasks, T) ``scores`` of the burst graph contract.
     """
     import tensorrt as trt
-    import torch
+
+    from edge_iqa.runtimes.cuda_buffers import DeviceBuffers
 
     logger = trt.Logger(trt.Logger.WARNING)
     engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
@@ -79,20 +83,17 @@ def trt_batch_fn(engine_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH) ->
     burst = config.burst is not None
     output = "scores" if burst else "score"  # export.metadata.output_name: the graph contract's output
 
+    buffers = DeviceBuffers()
+
     def run_chunk(views: Sequence[np.ndarray]) -> np.ndarray:
-        stream = torch.cuda.current_stream()
-        keep = []
         for name, view in zip(inputs, views):
-            tensor = torch.from_numpy(np.ascontiguousarray(view, dtype=np.float32)).cuda()
-            context.set_input_shape(name, tuple(tensor.shape))
-            context.set_tensor_address(name, tensor.data_ptr())
-            keep.append(tensor)
-        out = torch.empty(tuple(context.get_tensor_shape(output)), dtype=torch.float32, device="cuda")
-        context.set_tensor_address(output, out.data_ptr())
-        if not context.execute_async_v3(stream.cuda_stream):
+            context.set_input_shape(name, tuple(view.shape))
+            context.set_tensor_address(name, buffers.upload(name, view))
+        shape = tuple(context.get_tensor_shape(output))
+        context.set_tensor_address(output, buffers.address(output, int(np.prod(shape)) * 4))
+        if not context.execute_async_v3(buffers.stream_handle):
             raise EdgeIQAError(f"{engine_path}: TensorRT execution failed")
-        stream.synchronize()
-        scores = out.cpu().numpy()
+        scores = buffers.download(output, shape)
         return scores if burst else scores.reshape(-1)
 
     def run(views: Sequence[np.ndarray]) -> np.ndarray:
