@@ -1,0 +1,157 @@
+"""INT8 per target for several trained seeds: PTQ with ``--calib-method auto`` against QAT.
+
+    OMP_NUM_THREADS=1 python benchmarks/int8_seeds.py --data runs/bench/data256 \\
+        --checkpoint runs/bench/.../distill-score+pseudo-s0/best.pt --checkpoint .../s1/best.pt ...
+
+For every checkpoint and every INT8 target (ONNX Runtime U8S8, TensorRT S8S8 QDQ, CoreML W8A8)
+it runs two real commands and reads their ``parity.json`` (test split against the FP32 PyTorch
+model):
+
+- PTQ: ``edge-iqa export CKPT --format F --precision int8 --calib DATA --calib-method auto``
+  (the calibration chosen on the val split; CoreML W8A8 has no ``auto``, its PTQ row uses
+  ``--calib-method quantile --percentile 99.99``, the setting the seed-0 study chose);
+- QAT: ``edge-iqa qat CKPT --data DATA --format F --epochs N`` (starting from quantile 99.99).
+
+It writes ``benchmarks/results/NAME.{json,md}``: Spearman vs FP32 and SRCC drop per seed ×
+target × method, whether the artifact ran or was simulated (TensorRT's graph in ONNX Runtime,
+CoreML's weights in PyTorch: neither runtime runs here), and the issue's goal (Spearman ≥ 0.99
+and SRCC drop ≤ 0.01) counted over the rows. A run whose ``parity.json`` exists is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+TARGETS = ("onnx", "tensorrt", "coreml")
+GOAL_SPEARMAN, GOAL_DROP = 0.99, 0.01  # issue 14's goal (export --check's own limits: 0.98, 0.01)
+START = ("--calib-method", "quantile", "--percentile", "99.99")  # seed 0's choice on its val split
+
+
+def commands(checkpoint: Path, data: Path, out: Path, target: str, args) -> dict[str, list[str]]:
+    """The PTQ and QAT command lines of one checkpoint and target (as recorded: ``edge-iqa ...``)."""
+    common = ["--check", str(data), "--json"]
+    ptq_calib = START if target == "coreml" else ("--calib-method", "auto")
+    return {
+        "ptq": ["edge-iqa", "export", str(checkpoint), "--format", target, "--precision", "int8", "--calib", str(data),
+                *ptq_calib, "--out", str(out / f"{target}-ptq"), *common],
+        "qat": ["edge-iqa", "qat", str(checkpoint), "--data", str(data), "--format", target, "--epochs",
+                str(args.qat_epochs), "--max-images", str(args.qat_max_images), *START, "--no-ptq", "--out", str(out / f"{target}-qat"), *common],
+    }
+
+
+def run_one(argv: list[str], out: Path, threads: int) -> dict:
+    report = out / "parity.json"
+    started = time.perf_counter()
+    if not report.is_file():
+        exe = [str(Path(sys.executable).with_name(argv[0])), *argv[1:]]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        proc = subprocess.run(exe, cwd=ROOT, env=env, capture_output=True, text=True)
+        (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
+        if not report.is_file():
+            return {"error": f"exit {proc.returncode}, no parity.json: {proc.stderr.strip().splitlines()[-1:]}"}
+    parity = json.loads(report.read_text())
+    accuracy = next(c for c in parity["checks"] if c["name"] == "accuracy")
+    detail = accuracy["detail"]
+    auto = parity.get("calib_auto") or {}
+    return {"status": accuracy["status"], "passed_export_limits": accuracy["passed"],
+            "spearman_vs_fp32": detail.get("spearman_vs_fp32"), "srcc_drop": detail.get("srcc_drop"),
+            "fp32_srcc": detail.get("fp32", {}).get("srcc"), "int8_srcc": detail.get("artifact", {}).get("srcc"),
+            "n": detail.get("n"), "calib_chosen": auto.get("chosen"), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, action="append", required=True, help="one per seed (repeat)")
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder (train calibrates, val chooses, test checks)")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "int8_seeds")
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
+    parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--qat-max-images", type=int, default=0, help="training images per QAT epoch (0: all)")
+    parser.add_argument("--parallel", type=int, default=2, help="commands at a time")
+    parser.add_argument("--threads", type=int, default=1, help="OMP threads per command")
+    parser.add_argument("--name", default="int8_seeds", help="results file stem")
+    parser.add_argument("--note", action="append", default=[])
+    args = parser.parse_args()
+
+    jobs = []
+    for seed, checkpoint in enumerate(args.checkpoint):
+        if not checkpoint.is_file():
+            print(f"{checkpoint}: no such checkpoint", file=sys.stderr)
+            return 2
+        for target in args.targets:
+            for method, argv in commands(checkpoint, args.data, args.work / f"seed{seed}", target, args).items():
+                jobs.append({"seed": seed, "checkpoint": str(checkpoint), "target": target, "method": method,
+                             "command": shlex.join(argv), "argv": argv,
+                             "out": args.work / f"seed{seed}" / f"{target}-{method}"})
+    for job in jobs:
+        job["out"].parent.mkdir(parents=True, exist_ok=True)
+    with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+        futures = {pool.submit(run_one, j["argv"], j["out"], args.threads): j for j in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            job = futures[future]
+            job.update(future.result())
+            print(f"  seed {job['seed']} {job['target']:<8} {job['method']}: "
+                  + (job.get("error") or f"Spearman {job['spearman_vs_fp32']:.4f}, drop {job['srcc_drop']:+.4f}"
+                     f" ({job['status']}, {job['seconds']} s)"), file=sys.stderr, flush=True)
+    rows = [{k: v for k, v in j.items() if k not in ("argv", "out")} for j in jobs]
+    result = {"date": datetime.date.today().isoformat(), "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+              "data": str(args.data), "qat_epochs": args.qat_epochs, "qat_max_images": args.qat_max_images, "threads": args.threads, "parallel": args.parallel,
+              "goal": {"spearman_vs_fp32 >=": GOAL_SPEARMAN, "srcc_drop <=": GOAL_DROP}, "notes": args.note,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(render(result))
+    print(RESULTS / f"{args.name}.md")
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+def meets_goal(row: dict) -> bool:
+    return row.get("spearman_vs_fp32") is not None and row["spearman_vs_fp32"] >= GOAL_SPEARMAN \
+        and row["srcc_drop"] <= GOAL_DROP
+
+
+def render(result: dict) -> str:
+    rows = result["rows"]
+    lines = [f"# INT8 per target and seed: PTQ (`--calib-method auto`) and QAT ({result['date']})", "",
+             f"Command: `{result['command']}` ({result['parallel']} commands at a time, {result['threads']} thread each).",
+             "", "Test split against the FP32 PyTorch model. *ran*: the artifact in its runtime (ONNX Runtime); "
+             "*simulated*: TensorRT's QDQ graph in ONNX Runtime, CoreML W8A8 weights in PyTorch (neither runtime runs "
+             "here). Goal (issue 14): Spearman vs FP32 ≥ 0.99 and SRCC drop ≤ 0.01.", "",
+             "| seed | target | method | calibration | Spearman vs FP32 | SRCC drop | FP32 → INT8 test SRCC | accuracy | goal | s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['seed']} | {r['target']} | {r['method']} | | error: {r['error']} | | | | | |")
+            continue
+        calib = r.get("calib_chosen") or ("auto" if r["method"] == "ptq" and r["target"] != "coreml" else "quantile:99.99")
+        lines.append(f"| {r['seed']} | {r['target']} | {r['method']} | {calib} | {r['spearman_vs_fp32']:.4f} | "
+                     f"{r['srcc_drop']:+.4f} | {r['fp32_srcc']:.4f} → {r['int8_srcc']:.4f} | {r['status']} | "
+                     f"{'met' if meets_goal(r) else 'missed'} | {r['seconds']} |")
+    lines += ["", "Goal met, by target and method (of the seeds):", ""]
+    for target in dict.fromkeys(r["target"] for r in rows):
+        for method in ("ptq", "qat"):
+            got = [r for r in rows if r["target"] == target and r["method"] == method and "error" not in r]
+            if got:
+                worst = min(r["spearman_vs_fp32"] for r in got)
+                lines.append(f"- {target} {method}: {sum(map(meets_goal, got))}/{len(got)}; lowest Spearman {worst:.4f}, "
+                             f"largest drop {max(r['srcc_drop'] for r in got):+.4f}")
+    lines += ["", *[f"Note: {n}" for n in result["notes"]], "", "Commands:", ""]
+    lines += [f"- seed {r['seed']} {r['target']} {r['method']}: `{r['command']}`" for r in rows]
+    lines += ["", f"Machine: {result['machine']}", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
