@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--weights", type=Path, default=SHARED / "weights")
     parser.add_argument("--kodak", type=Path, default=SHARED / "photos" / "kodak24")
+    parser.add_argument("--name", default="nima_real_photos", help="results file stem in benchmarks/results")
     args = parser.parse_args(argv)
     nima_file = args.weights / "nima_aesthetic_ava_mobilenetv1_100.pth"
     if not nima_file.is_file() or not args.kodak.is_dir():
@@ -175,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_minutes": round((time.time() - started) / 60, 1),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "nima_real_photos.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(RESULTS / "nima_real_photos.md", result)
-    print((RESULTS / "nima_real_photos.md").read_text())
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(RESULTS / f"{args.name}.md", result)
+    print((RESULTS / f"{args.name}.md").read_text())
     return 0
 
 
