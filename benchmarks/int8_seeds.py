@@ -10,7 +10,8 @@ model):
 - PTQ: ``edge-iqa export CKPT --format F --precision int8 --calib DATA --calib-method auto``
   (the calibration chosen on the val split; CoreML W8A8 has no ``auto``, its PTQ row uses
   ``--calib-method quantile --percentile 99.99``, the setting the seed-0 study chose);
-- QAT: ``edge-iqa qat CKPT --data DATA --format F --epochs N`` (starting from quantile 99.99).
+- QAT: ``edge-iqa qat CKPT --data DATA --format F --epochs N``, starting from quantile 99.99
+  (CoreML: from coremltools' own moving-average min/max observers, the only start it takes).
 
 It writes ``benchmarks/results/NAME.{json,md}``: Spearman vs FP32 and SRCC drop per seed ×
 target × method, whether the artifact ran or was simulated (TensorRT's graph in ONNX Runtime,
@@ -43,11 +44,13 @@ def commands(checkpoint: Path, data: Path, out: Path, target: str, args) -> dict
     """The PTQ and QAT command lines of one checkpoint and target (as recorded: ``edge-iqa ...``)."""
     common = ["--check", str(data), "--json"]
     ptq_calib = START if target == "coreml" else ("--calib-method", "auto")
+    qat_calib = () if target == "coreml" else START  # CoreML QAT starts from coremltools' own min/max observers
     return {
         "ptq": ["edge-iqa", "export", str(checkpoint), "--format", target, "--precision", "int8", "--calib", str(data),
                 *ptq_calib, "--out", str(out / f"{target}-ptq"), *common],
         "qat": ["edge-iqa", "qat", str(checkpoint), "--data", str(data), "--format", target, "--epochs",
-                str(args.qat_epochs), "--max-images", str(args.qat_max_images), *START, "--no-ptq", "--out", str(out / f"{target}-qat"), *common],
+                str(args.qat_epochs), "--max-images", str(args.qat_max_images), *qat_calib, "--no-ptq",
+                "--out", str(out / f"{target}-qat"), *common],
     }
 
 
@@ -135,7 +138,8 @@ def render(result: dict) -> str:
         if "error" in r:
             lines.append(f"| {r['seed']} | {r['target']} | {r['method']} | | error: {r['error']} | | | | | |")
             continue
-        calib = r.get("calib_chosen") or ("auto" if r["method"] == "ptq" and r["target"] != "coreml" else "quantile:99.99")
+        calib = r.get("calib_chosen") or ("minmax observers" if r["target"] == "coreml" and r["method"] == "qat"
+                                          else "quantile:99.99")
         lines.append(f"| {r['seed']} | {r['target']} | {r['method']} | {calib} | {r['spearman_vs_fp32']:.4f} | "
                      f"{r['srcc_drop']:+.4f} | {r['fp32_srcc']:.4f} → {r['int8_srcc']:.4f} | {r['status']} | "
                      f"{'met' if meets_goal(r) else 'missed'} | {r['seconds']} |")
