@@ -237,7 +237,8 @@ class TensorStream:
     def __init__(self, calibrator, reader, images_per_run: int | None):
         self.session, self.reader, self.images_per_run = calibrator.infer_session, reader, images_per_run
         self.names = set(calibrator.tensors_to_calibrate)
-        self.fetch = [o.name for o in self.session.get_outputs() if o.name in self.names]
+        inputs = {i.name for i in self.session.get_inputs()}  # visited from the run's feed, never fetched twice
+        self.fetch = [o.name for o in self.session.get_outputs() if o.name in self.names and o.name not in inputs]
 
     def fold(self, visit: Callable[[str, np.ndarray], None]) -> None:
         self.reader.rewind()
