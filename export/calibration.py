@@ -247,8 +247,8 @@ class TensorStream:
                 for name in self.names.intersection(run):
                     visit(name, run[name])
                 outputs = self.session.run(self.fetch, run)
-                while outputs:  # each output freed once visited
-                    visit(self.fetch[len(self.fetch) - len(outputs)], outputs.pop(0))
+                for name in self.fetch:  # popped: each output is freed once visited
+                    visit(name, outputs.pop(0))
 
 
 def tensor_extremes(tensors: TensorStream) -> dict[str, dict[str, np.float32]]:
