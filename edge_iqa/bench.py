@@ -175,13 +175,25 @@ def _cpuinfo() -> str:
         return ""
 
 
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, the int8 dot-product instructions, load."""
-    flags = set()
+def cpu_flags() -> set[str]:
+    """The first core's ``flags`` in /proc/cpuinfo (empty where there is none)."""
     for line in _cpuinfo().splitlines():
         if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def int8_sums_saturate() -> bool:
+    """Whether ONNX Runtime's U8S8 kernels here add u8×s8 pairs into a saturating int16: x86-64 without
+    VNNI (AVX2 ``vpmaddubsw``). VNNI cores and ARM64 accumulate in int32."""
+    flags = cpu_flags()
+    return platform.machine().lower() in ("x86_64", "amd64") and bool(flags) and not (
+        flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, the int8 dot-product instructions, load."""
+    flags = cpu_flags()
     vnni = sorted(f for f in flags if f in ("avx512_vnni", "avx_vnni", "amx_int8"))
     try:
         load = [round(x, 2) for x in os.getloadavg()]

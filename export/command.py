@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-layout", default="qoperator",
                         help=f"int8 ONNX for CPU: {', '.join(CPU_LAYOUTS)} (default qoperator; auto = time both "
                              "here and keep the faster, so the artifact depends on this machine)")
+    parser.add_argument("--cpu-weight-bits", type=int, default=7, choices=(7, 8),
+                        help="int8 ONNX for CPU: 7-bit weights (default: the same scores on every x86-64 CPU) or 8 "
+                             "(more accurate; exact on x86 with VNNI and on ARM64, saturates on AVX2-only cores)")
     parser.add_argument("--float-layer", action="append", default=[], metavar="NODE",
                         help="leave in float in int8 ONNX/TensorRT graphs (repeatable): an ONNX node name, a "
                              "PyTorch module path (glob, e.g. '*.se'), a stage (branches.0.stem, "
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     config = ExportConfig(format=args.format, precision=args.precision, calib_method=args.calib_method,
                           calib_split=args.calib_split, calib_images=args.calib_images, percentile=args.percentile,
                           cpu_layout=args.cpu_layout, float_layers=tuple(args.float_layer), opset=args.opset,
-                          calib_select_split=args.calib_select_split, calib_candidates=tuple(args.calib_candidate))
+                          calib_select_split=args.calib_select_split, calib_candidates=tuple(args.calib_candidate),
+                          cpu_weight_bits=args.cpu_weight_bits)
     if config.needs_calib and not args.calib:
         from edge_iqa.errors import EdgeIQAError
 

@@ -18,13 +18,15 @@ from typing import Any
 from edge_iqa.config import reject_unknown_fields
 from edge_iqa.errors import EdgeIQAError
 
-EXPORT_CONFIG_VERSION = 3  # 2: CPU int8 weights in 7 bits (same scores on every x86 CPU), layout qoperator by default;
-# 3: --calib-method auto (calib_select_split, calib_candidates)
+EXPORT_CONFIG_VERSION = 4  # 2: CPU int8 weights in 7 bits (same scores on every x86 CPU), layout qoperator by default;
+# 3: --calib-method auto (calib_select_split, calib_candidates); 4: cpu_weight_bits (8: full-range CPU weights)
 PRECISIONS = ("fp32", "fp16", "int8", "w8")
 CALIB_METHODS = ("minmax", "percentile", "entropy", "quantile", "auto")  # auto: export.quantize.choose_calibration
 SPLITS = ("train", "val", "test", "all")
 CPU_LAYOUTS = ("auto", "qdq", "qoperator")
+CPU_WEIGHT_BITS = (7, 8)  # U8S8 weights for ONNX Runtime on CPU (export.quantize: 7 = same scores on every x86 CPU)
 QAT_FORMATS = ("onnx", "tensorrt", "coreml")  # formats `edge-iqa qat` fine-tunes for (export.qat)
+QAT_SELECT_SPLITS = ("val", "train", "none")  # what picks the epoch edge-iqa qat exports; none: the last
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,10 @@ class ExportConfig:
     (time both here and keep the faster: the artifact then depends on this machine and its load,
     so tests and golden metrics never use it). float_layers: what int8 ONNX/TensorRT graphs leave in float (node names, module
     globs, stage groups or ``auto``; see :func:`export.quantize.resolve_float_layers`).
+    cpu_weight_bits: the U8S8 graph's weights for ONNX Runtime, 7 (|w| <= 64: the same scores on
+    every x86-64 CPU, the default) or 8 (full range: exact where the integer kernels accumulate in
+    int32, i.e. x86 with VNNI and ARM64; an AVX2 core without VNNI saturates some sums; see
+    :mod:`export.quantize`).
     """
 
     format: str
@@ -127,6 +133,7 @@ class ExportConfig:
     opset: int = 18
     calib_select_split: str = "val"
     calib_candidates: tuple[str, ...] = ()
+    cpu_weight_bits: int = 7
     version: int = EXPORT_CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -154,6 +161,11 @@ class ExportConfig:
                 Candidate.parse(text)
         if self.cpu_layout not in CPU_LAYOUTS:
             raise EdgeIQAError(f"unknown int8 CPU layout {self.cpu_layout!r}; choose one of {', '.join(CPU_LAYOUTS)}")
+        if self.cpu_weight_bits not in CPU_WEIGHT_BITS:
+            raise EdgeIQAError(f"--cpu-weight-bits {self.cpu_weight_bits}: choose 7 or 8")
+        if self.cpu_weight_bits != 7 and not (self.format == "onnx" and self.precision == "int8"):
+            raise EdgeIQAError("--cpu-weight-bits applies to --format onnx --precision int8 (TensorRT and CoreML "
+                               "weights are always 8-bit)")
         if self.calib_images < 1:
             raise EdgeIQAError(f"--calib-images must be at least 1, got {self.calib_images}")
         if not 50.0 < self.percentile <= 100.0:

@@ -14,9 +14,9 @@ from typing import Any
 
 from edge_iqa.config import ModelConfig
 from edge_iqa.runtimes import CONFIG_KEY
+from edge_iqa.runtimes.base import EXPORT_KEY
 
 PREPROCESSING_KEY = "edge_iqa.preprocessing"
-EXPORT_KEY = "edge_iqa.export"
 PRODUCER = "edge-iqa"
 
 

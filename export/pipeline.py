@@ -165,7 +165,8 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
     cache = path.with_name(f"calibration_{export.calib_method}.json")
     if cache.exists():
         cache.unlink()  # ranges of an earlier run in this folder may come from other images
-    common = dict(method=export.calib_method, percentile=export.percentile, cache=cache)
+    common = dict(method=export.calib_method, percentile=export.percentile, cache=cache,
+                  weight_bits=export.cpu_weight_bits)
     layout = "qdq" if flavour == "tensorrt" else export.cpu_layout
     explicit = [p for p in export.float_layers if p != AUTO]
     float_nodes = resolve_float_layers(fp32, explicit)
@@ -209,7 +210,7 @@ def _choose_calibration(config, export: ExportConfig, fp32: Path, path: Path, ca
         chosen, chosen_cache, record = choose_calibration(
             fp32, reader, SelectionSplit(config, calib, export.calib_select_split), folder, flavour=flavour,
             layout="qdq" if layout == "auto" else layout, float_nodes=float_nodes,
-            candidates=[Candidate.parse(c) for c in export.calib_candidates])
+            candidates=[Candidate.parse(c) for c in export.calib_candidates], weight_bits=export.cpu_weight_bits)
         chosen_cache.replace(cache)
         return chosen, record
     finally:

@@ -16,12 +16,20 @@ CVPR 2018) so the weights adapt to the grid the deployed graph uses. Here:
    learned range on every Conv/Gemm input, and :func:`export.quantize.quantize_onnx` /
    :func:`export.quantize.quantize_for_cpu` with that cache: the same quantizer and layout as
    PTQ, so QAT and PTQ artifacts differ only in weights and ranges.
+5. Epoch selection (``select_split``, default ``val``): the state before fine-tuning (the PTQ
+   start) and the state after each epoch are each made into that INT8 artifact, scored against
+   FP32 on the held-out split by the metric ``--calib-method auto`` ranks with
+   (:class:`export.quantize.SelectionSplit`), and the best is exported, the start winning ties.
+   kd_mse on the training images is not what parity measures: on three distilled seeds the last
+   epoch lost to its own PTQ start on 5 of 9 seed × target pairs
+   (``benchmarks/results/int8_seeds.md``), so QAT never exports a state its own selection split
+   rates below where it started.
 
 The fake quant reproduces each target's scheme (the grids of ONNX Runtime's ``compute_scale_zp``):
 
 - ``onnx`` (ONNX Runtime U8S8): activations uint8 [0, 255] with a zero point, weights int8
   symmetric per output channel in 7 bits ([-64, 64], ``reduce_range``: same scores with and
-  without VNNI, see :mod:`export.quantize`). ONNX Runtime also quantizes the tensors between the
+  without VNNI, see :mod:`export.quantize`), or 8 with ``cpu_weight_bits=8`` ([-127, 127]). ONNX Runtime also quantizes the tensors between the
   convs that are not conv inputs (conv outputs before their activation, SE internals); those keep
   their PTQ ranges of the fine-tuned graph.
 - ``tensorrt`` (symmetric S8S8, Q/DQ on Conv/Gemm inputs only): activations int8 [-127, 127]
@@ -66,11 +74,17 @@ import torch
 from torch import nn
 
 from edge_iqa.errors import EdgeIQAError
-from export.formats import QAT_FORMATS
+from export.formats import QAT_FORMATS, QAT_SELECT_SPLITS
 
-QAT_CONFIG_VERSION = 1
+QAT_CONFIG_VERSION = 2  # 2: select_split (1: always the last epoch)
 # (activation qmin, qmax, symmetric), weight qmax: ONNX Runtime's grids for each flavour
 SCHEMES = {"onnx": ((0, 255, False), 64), "tensorrt": ((-127, 127, True), 127)}
+
+
+def scheme(fmt: str, weight_bits: int = 7) -> tuple[tuple[int, int, bool], int]:
+    """(activation qmin, qmax, symmetric), weight qmax of ``fmt``; 8-bit CPU weights span [-127, 127]."""
+    activations, weight_qmax = SCHEMES[fmt]
+    return activations, (127 if fmt == "onnx" and weight_bits == 8 else weight_qmax)
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,8 @@ class QATConfig:
     percentile: float = 99.999
     calib_images: int = 256
     max_images: int = 0  # training images per epoch (0: the whole train split)
+    select_split: str = "val"  # the split that picks the exported epoch (or the PTQ start); none: the last
+    cpu_weight_bits: int = 7  # format onnx: 7 (same scores on every x86 CPU) or 8 (ExportConfig.cpu_weight_bits)
     version: int = QAT_CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -97,6 +113,10 @@ class QATConfig:
         if self.calib_method not in ("minmax", "percentile", "entropy", "quantile"):
             raise EdgeIQAError(f"qat --calib-method {self.calib_method}: the PTQ ranges QAT starts from come from "
                                "minmax, percentile, entropy or quantile")
+        if self.cpu_weight_bits not in (7, 8) or (self.cpu_weight_bits == 8 and self.format != "onnx"):
+            raise EdgeIQAError("qat --cpu-weight-bits is 7 or 8, and 8 only with --format onnx")
+        if self.select_split not in QAT_SELECT_SPLITS:
+            raise EdgeIQAError(f"qat --select-split {self.select_split}: one of {', '.join(QAT_SELECT_SPLITS)}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.max_images < 0:
             raise EdgeIQAError("qat needs --epochs >= 1, --batch-size >= 1, --lr > 0 and --max-images >= 0")
 
@@ -184,7 +204,7 @@ def write_weights(onnx_path: Path, pairs: list[tuple[str, nn.Module, str]], out_
     inits = {t.name: t for t in proto.graph.initializer}
     nodes = [n for n in proto.graph.node if n.op_type in TENSORRT_QUANTIZED_OPS]
     for node, (name, module, _) in zip(nodes, pairs):
-        tensors = [(node.input[1], module.weight)] + ([(node.input[2], module.bias)]
+        tensors = [(node.input[1], trained_weight(module))] + ([(node.input[2], module.bias)]
                                                       if len(node.input) > 2 and module.bias is not None else [])
         for init_name, value in tensors:
             if init_name not in inits:
@@ -197,6 +217,14 @@ def write_weights(onnx_path: Path, pairs: list[tuple[str, nn.Module, str]], out_
     from export.onnx import save_onnx
 
     return save_onnx(proto, out_path, node_scopes=True)  # atomic: a killed export leaves no half graph
+
+
+def trained_weight(module: nn.Module) -> torch.Tensor:
+    """The weight a layer trains: under a fake-quant parametrization its latent original, not the rounded one
+    (the quantizer rounds it again on export)."""
+    from torch.nn.utils import parametrize
+
+    return module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight") else module.weight
 
 
 def match_layers(layers: list[tuple[str, nn.Module]], graph_inputs: list[tuple[str, tuple[int, ...]]]
@@ -238,12 +266,12 @@ class FakeQuantized:
     """``model`` (BatchNorm folded) with a fake quant on every Conv/Gemm input and weight, initialised
     from the PTQ ranges in ``cache`` of the model's ONNX graph ``graph``."""
 
-    def __init__(self, model: nn.Module, graph: Path, cache: Path, fmt: str):
+    def __init__(self, model: nn.Module, graph: Path, cache: Path, fmt: str, weight_bits: int = 7):
         from torch.nn.utils import parametrize
 
         from edge_iqa.model import example_inputs
 
-        (act_qmin, act_qmax, symmetric), weight_qmax = SCHEMES[fmt]
+        (act_qmin, act_qmax, symmetric), weight_qmax = scheme(fmt, weight_bits)
         ranges = read_ranges(cache)
         self.model = model
         self.pairs = match_layers(weighted_layers(model, example_inputs(model.config)), graph_weighted_inputs(graph))
@@ -257,9 +285,17 @@ class FakeQuantized:
             self.handles.append(module.register_forward_pre_hook(lambda m, args, fq=fq: (fq(args[0]), *args[1:])))
             parametrize.register_parametrization(module, "weight", WeightFakeQuant(weight_qmax))
         self.initial = {t: q.learned_range() for (_, _, t), q in zip(self.pairs, self.quantizers)}
+        self._trained = nn.ModuleDict({"model": model, "quantizers": self.quantizers})
 
     def parameters(self):
         return list(self.model.parameters()) + list(self.quantizers.parameters())
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """A copy of all that fine-tuning changes (latent weights, biases, step sizes), for :meth:`load_state`."""
+        return _copied(self._trained.state_dict())
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._trained.load_state_dict(state)
 
     def learned_ranges(self) -> dict[str, tuple[float, float]]:
         return {t: q.learned_range() for (_, _, t), q in zip(self.pairs, self.quantizers)}
@@ -275,9 +311,14 @@ class FakeQuantized:
         return self.model
 
 
+def _copied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
 def finetune(fake: FakeQuantized, teacher: nn.Module, paths: Sequence[str | Path], qat: QATConfig,
-             progress=None) -> list[dict[str, float]]:
-    """``qat.epochs`` epochs of kd_mse (score units of the range) between the fake-quant model and ``teacher``."""
+             progress=None, after_epoch=None) -> list[dict[str, float]]:
+    """``qat.epochs`` epochs of kd_mse (score units of the range) between the fake-quant model and ``teacher``.
+    ``after_epoch(entry)`` is called after each epoch with its history entry (to keep the state)."""
     from distill.losses import LossInputs, get_loss
     from edge_iqa.scoring import iter_view_batches
 
@@ -308,9 +349,27 @@ def finetune(fake: FakeQuantized, teacher: nn.Module, paths: Sequence[str | Path
             raise EdgeIQAError("QAT: no training image could be decoded")
         history.append({"epoch": epoch + 1, "kd_mse": total / batches, "batches": batches,
                         "seconds": round(time.perf_counter() - start, 2)})
+        if after_epoch:
+            after_epoch(history[-1])
         if progress:
             progress(history[-1])
     return history
+
+
+def selection_split(config, data: str | Path, qat: QATConfig):
+    """The :class:`export.quantize.SelectionSplit` that picks the exported epoch, or None (``select_split`` none)."""
+    from export.quantize import SelectionSplit
+
+    return None if qat.select_split == "none" else SelectionSplit(config, data, qat.select_split)
+
+
+def pick_epoch(selection, epochs: list[int], figures: list[dict[str, float]]) -> tuple[int, dict[str, Any]]:
+    """The index of the best candidate by Spearman vs FP32, then the smaller SRCC drop, then the earlier epoch
+    (epoch 0, the PTQ start, wins a tie), and the record of all of them."""
+    rows = [{"epoch": e, **f} for e, f in zip(epochs, figures)]
+    best = max(range(len(rows)), key=lambda i: (rows[i]["spearman_vs_fp32"], -rows[i].get("srcc_drop", 0.0), -i))
+    return best, {"split": selection.split, "n": selection.count, "metric": selection.metric,
+                  "chosen_epoch": epochs[best], "candidates": rows}
 
 
 def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConfig, *, progress=None,
@@ -351,17 +410,34 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
         ptq_cache = calibrate(graph, reader, out / "calibration_ptq.json", method=qat.calib_method,
                               percentile=qat.percentile)
         ptq = _quantize(graph, out / "ptq", ptq_cache, qat) if ptq_beside else None
-        fake = FakeQuantized(student, graph, ptq_cache, qat.format)
-        history = finetune(fake, teacher, train, qat, progress)
+        fake = FakeQuantized(student, graph, ptq_cache, qat.format, qat.cpu_weight_bits)
+        selection = selection_split(teacher.config, data, qat)
+        states = [(0, fake.state())] if selection else []
+        history = finetune(fake, teacher, train, qat, progress,
+                           after_epoch=(lambda e: states.append((e["epoch"], fake.state()))) if selection else None)
+        states = states or [(qat.epochs, fake.state())]
+        candidates = []  # (tuned FP32 graph, INT8 graph, its cache) of each state
+        for epoch, state in states:
+            fake.load_state(state)
+            folder = Path(tmp) / f"epoch{epoch}"
+            folder.mkdir()
+            tuned_graph = write_weights(graph, fake.pairs, folder / "fp32.onnx")
+            candidates.append((tuned_graph, *_int8_graph(tuned_graph, ptq_cache, reader, folder, qat,
+                                                          fake.learned_ranges(), recalibrate=epoch > 0)))
+        best, chosen = 0, None
+        if selection:
+            best, chosen = pick_epoch(selection, [e for e, _ in states],
+                                      selection.measure(graph, [int8 for _, int8, _ in candidates]))
+        fake.load_state(states[best][1])
         learned, initial = fake.learned_ranges(), fake.initial
         tuned = fake.release()
-        tuned_graph = write_weights(graph, fake.pairs, Path(tmp) / "tuned.onnx")
+        tuned_graph, int8, cache = candidates[best]
         _check_same_scores(tuned, tuned_graph)
-        record = {"qat_config": asdict(qat), "epochs": history, "quantizers": len(learned),
+        record = {"qat_config": asdict(qat), "epochs": history, "selection": chosen, "quantizers": len(learned),
                   "train_images": len(train), "calib_images": reader.images,
                   "ranges_moved": _range_moves(initial, learned), "loss": "kd_mse against the FP32 model's scores",
                   "ptq_beside": str(ptq) if ptq else None}
-        artifact = _export_tuned(tuned, tuned_graph, reader, out, qat, learned, record)
+        artifact = _export_tuned(tuned, tuned_graph, int8, cache, reader, out, qat, record)
     artifact.ptq = as_artifact(ptq, teacher.config, qat, [ptq], {}) if ptq else None
     return artifact, record
 
@@ -387,7 +463,8 @@ def _quantize(fp32: Path, folder: Path, cache: Path, qat: QATConfig) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if qat.format == "onnx":
         path, _ = quantize_for_cpu(fp32, folder / "model_int8.onnx", None, None, layout="qoperator",
-                                   method=qat.calib_method, percentile=qat.percentile, cache=cache)
+                                   method=qat.calib_method, percentile=qat.percentile, cache=cache,
+                                   weight_bits=qat.cpu_weight_bits)
         return path
     return quantize_onnx(fp32, folder / "model_int8_qdq.onnx", None, flavour="tensorrt", method=qat.calib_method,
                          percentile=qat.percentile, cache=cache)
@@ -399,20 +476,37 @@ def _range_moves(initial: dict, learned: dict) -> dict[str, float]:
             "max_width_ratio": float(max(ratios))} if ratios else {}
 
 
-def _export_tuned(tuned: nn.Module, fp32: Path, reader, out: Path, qat: QATConfig, learned: dict,
-                  record: dict[str, Any]):
-    """The INT8 artifact of the fine-tuned model: PTQ ranges of its graph, learned ranges on the conv inputs."""
-    from export.calibration import calibrate
-    from export.metadata import file_size
-    from export.quantize import _carry_metadata
+def _int8_graph(fp32: Path, ptq_cache: Path, reader, folder: Path, qat: QATConfig, learned: dict,
+                *, recalibrate: bool) -> tuple[Path, Path]:
+    """The INT8 graph of one fine-tuned state and its cache: the learned ranges on the Conv/Gemm inputs and,
+    for the tensors ONNX Runtime also quantizes between them, PTQ ranges of this graph (``recalibrate``; the
+    PTQ start's own graph keeps ``ptq_cache``). TensorRT's graph quantizes only the learned tensors."""
+    import shutil
 
-    cache = out / "calibration_qat.json"
-    calibrate(fp32, reader, cache, method=qat.calib_method, percentile=qat.percentile)
+    from export.calibration import calibrate
+
+    cache = folder / "calibration_qat.json"
+    if recalibrate and qat.format == "onnx":
+        calibrate(fp32, reader, cache, method=qat.calib_method, percentile=qat.percentile)
+    else:
+        shutil.copyfile(ptq_cache, cache)
     missing = set(learned) - set(read_ranges(cache))
     if missing:
         raise EdgeIQAError(f"QAT: the fine-tuned graph lacks tensors {sorted(missing)[:3]}")
     write_learned_ranges(cache, learned)
-    path = _quantize(fp32, out, cache, qat)
+    return _quantize(fp32, folder / "int8", cache, qat), cache
+
+
+def _export_tuned(tuned: nn.Module, fp32: Path, int8: Path, cache: Path, reader, out: Path, qat: QATConfig,
+                  record: dict[str, Any]):
+    """The chosen INT8 graph and its cache moved into ``out``, with the QAT record in its metadata."""
+    import shutil
+
+    from export.metadata import file_size
+    from export.quantize import _carry_metadata
+
+    path = Path(shutil.move(str(int8), str(out / int8.name)))
+    cache = Path(shutil.move(str(cache), str(out / cache.name)))
     _carry_metadata(path, path, {"qat": {k: v for k, v in record.items() if k != "epochs"},
                                  "calib_images": reader.images})
     return as_artifact(path, tuned.config, qat, [path, cache], {"fp32_onnx_bytes": file_size(fp32), "qat": record})
@@ -426,7 +520,8 @@ def as_artifact(path: Path, config, qat: QATConfig, files: list[Path], info: dic
     from export.pipeline import Artifact
 
     export = ExportConfig(format=qat.format, precision="int8", calib_method=qat.calib_method,
-                          calib_images=qat.calib_images, percentile=qat.percentile, cpu_layout="qoperator")
+                          calib_images=qat.calib_images, percentile=qat.percentile, cpu_layout="qoperator",
+                          cpu_weight_bits=qat.cpu_weight_bits)
     info = {"int8_flavour": "cpu" if qat.format == "onnx" else "tensorrt",
             "int8_layout": {"chosen": "qoperator" if qat.format == "onnx" else "qdq"}, **info}
     runner = load_artifact(path, "onnxruntime").batch_fn
@@ -484,15 +579,28 @@ def coreml_qat_export(model: nn.Module, data: str | Path, out: Path, qat: QATCon
             calibrated = quantizer.finalize(frozen, inplace=False).eval()
         ptq = build_coreml(teacher, export, out / "ptq", None, meta, calibrated=calibrated)
     prepared.apply(enable_fake_quant)  # observers stay on: they track the fine-tuned activations
-    wrapper = _PreparedNet(prepared, teacher.config)
+    trainable = _Trainable(_PreparedNet(prepared, teacher.config))
     train = [r.path for r in read_manifest(data, split="train")]
     if not train:
         raise EdgeIQAError(f"{data}: no train split to fine-tune on")
-    history = finetune(_Trainable(wrapper), teacher, train, qat, progress)
-    prepared.apply(disable_observer)
+    selection = selection_split(teacher.config, data, qat)
+    states = [(0, trainable.state())] if selection else []
+    history = finetune(trainable, teacher, train, qat, progress,
+                       after_epoch=(lambda e: states.append((e["epoch"], trainable.state()))) if selection else None)
+    chosen = None
+    if selection:  # each state as the fake-quant net coremltools finalizes (what the CoreML check simulates)
+        from export.burst import module_batch_fn
+        from export.metadata import input_names
+
+        names = input_names(teacher.config)
+        runners = [module_batch_fn(teacher)] + [_frozen_runner(trainable.model, state) for _, state in states]
+        best, chosen = pick_epoch(selection, [e for e, _ in states], selection.measure_runners(
+            [lambda feeds, run=run: run([feeds[n] for n in names]) for run in runners]))
+        trainable.load_state(states[best][1])
+    prepared.apply(disable_observer), prepared.apply(enable_fake_quant)
     with _quiet():
         final = quantizer.finalize(prepared, inplace=False).eval()
-    record = {"qat_config": asdict(qat), "epochs": history, "train_images": len(train),
+    record = {"qat_config": asdict(qat), "epochs": history, "selection": chosen, "train_images": len(train),
               "calib_images": sum(int(b[0].shape[0]) for b in batches),
               "loss": "kd_mse against the FP32 model's scores",
               "scheme": "coremltools LinearQuantizer: int8 per-channel weights, uint8 affine activations, "
@@ -503,6 +611,18 @@ def coreml_qat_export(model: nn.Module, data: str | Path, out: Path, qat: QATCon
     artifact.info["qat"] = record
     artifact.ptq = ptq
     return artifact, record
+
+
+def _frozen_runner(net: nn.Module, state: dict[str, torch.Tensor]):
+    """A batch function of a copy of ``net`` (a prepared net) in ``state``, observers frozen, fake quant on."""
+    from torch.ao.quantization import disable_observer, enable_fake_quant
+
+    from export.burst import module_batch_fn
+
+    net = copy.deepcopy(net)
+    net.load_state_dict(state)
+    net.apply(disable_observer), net.apply(enable_fake_quant)
+    return module_batch_fn(net)
 
 
 class _PreparedNet(nn.Module):
@@ -524,3 +644,10 @@ class _Trainable:
 
     def parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Weights, observer statistics and fake-quant scales (see :meth:`FakeQuantized.state`)."""
+        return _copied(self.model.state_dict())
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)

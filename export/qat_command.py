@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from export.formats import QAT_FORMATS  # torch-free: the CLI parses before torch loads
+from export.formats import QAT_FORMATS, QAT_SELECT_SPLITS  # torch-free: the CLI parses before torch loads
 
 HELP = "fine-tune a checkpoint through INT8 fake quantization (QAT) and export it (ONNX Runtime, TensorRT or CoreML)"
 
@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                  "entropy, quantile)")
     parser.add_argument("--calib-images", type=positive_int, default=256)
     parser.add_argument("--percentile", type=float, default=99.999)
+    parser.add_argument("--cpu-weight-bits", type=int, default=7, choices=(7, 8),
+                        help="--format onnx: 7-bit weights (default, same scores on every x86-64 CPU) or 8 (exact on "
+                             "VNNI and ARM64; see edge-iqa export --cpu-weight-bits)")
+    parser.add_argument("--select-split", default="val", choices=QAT_SELECT_SPLITS,
+                        help="split that picks the exported state: the PTQ start or an epoch, by Spearman vs FP32 of "
+                             "its INT8 artifact (none: the last epoch)")
     parser.add_argument("--check", metavar="DATA", help="dataset folder: compare QAT (and PTQ) with PyTorch FP32")
     parser.add_argument("--check-split", default="test", choices=("train", "val", "test", "all"))
     parser.add_argument("--no-ptq", action="store_true", help="with --check: do not build the PTQ artifact beside")
@@ -52,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     qat = QATConfig(format=args.format, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                     calib_method=args.calib_method, percentile=args.percentile, calib_images=args.calib_images,
-                    max_images=args.max_images)
+                    max_images=args.max_images, select_split=args.select_split,
+                    cpu_weight_bits=args.cpu_weight_bits)
     ensure_writable_dir(args.out)
     out = Path(args.out)
     model, _ = load_checkpoint(args.checkpoint)
@@ -78,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         print_json({"qat": record, "parity": report, "passed": not bad})
     else:
         say(f"qat {qat.format} int8: {artifact.path}")
+        if record.get("selection"):
+            pick = record["selection"]
+            say(f"  exported epoch {pick['chosen_epoch']} (0: the PTQ start) of "
+                + ", ".join(f"{c['epoch']}: {c['spearman_vs_fp32']:.4f}" for c in pick["candidates"])
+                + f" Spearman vs FP32 on {pick['split']} (n={pick['n']})")
         for check in checks:
             say("  " + check.line())
         if report and "qat_vs_ptq" in report:

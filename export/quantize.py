@@ -154,8 +154,10 @@ def resolve_float_layers(onnx_path: str | Path, patterns: Sequence[str]) -> list
 
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalibrationReader | None, *,
                   flavour: str, layout: str = "qdq", method: str = "minmax", percentile: float = 99.999,
-                  float_nodes: Sequence[str] = (), cache: str | Path | None = None) -> Path:
+                  float_nodes: Sequence[str] = (), cache: str | Path | None = None, weight_bits: int = 7) -> Path:
     """Quantize the FP32 ONNX file to INT8 ``out_path`` in one of the two flavours.
+
+    ``weight_bits``: the CPU flavour's weights, 7 (``reduce_range``) or 8; TensorRT's are always 8.
 
     ``reader`` may be None when ``cache`` already holds the ranges of an earlier calibration.
     The metadata of the FP32 graph is copied over; ``edge_iqa.export`` records the settings.
@@ -189,7 +191,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalib
             str(fp32_path), str(out_path), None,
             quant_format=QuantFormat.QDQ if layout == "qdq" else QuantFormat.QOperator,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, per_channel=True, reduce_range=not symmetric,
+            weight_type=QuantType.QInt8, per_channel=True, reduce_range=not symmetric and weight_bits == 7,
             nodes_to_exclude=list(float_nodes), calibrate_method=methods[method], extra_options=extra,
             calibration_cache_path=str(cache), **placement,
         )
@@ -199,7 +201,10 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalib
         "precision": "int8", "int8_flavour": flavour, "int8_layout": layout,
         "int8_types": "S8S8 symmetric (activations int8, weights int8, zero points 0)" if symmetric
         else "U8S8 (activations uint8 asymmetric, weights int8 symmetric in 7 bits, [-64, 64]: same scores "
-             "with and without VNNI)",
+             "with and without VNNI)" if weight_bits == 7
+        else "U8S8 (activations uint8 asymmetric, weights int8 symmetric in 8 bits: exact with VNNI or on ARM64, "
+             "AVX2 without VNNI saturates some sums)",
+        "cpu_weight_bits": None if symmetric else weight_bits,
         "weights": "per output channel", "calib_method": method, "float_nodes": list(float_nodes),
         "qdq_placement": "inputs of " + "/".join(TENSORRT_QUANTIZED_OPS) if symmetric else "every quantizable op",
         "calib_images": reader.images if reader is not None and reader.images else None,
@@ -284,7 +289,8 @@ def onnx_latency_ms(path: str | Path, config: ModelConfig, *, runs: int = 10, wa
 def quantize_for_cpu(fp32_path: str | Path, out_path: str | Path, reader: ViewCalibrationReader | None,
                      config: ModelConfig, *, layout: str = "auto", method: str = "minmax",
                      percentile: float = 99.999, float_nodes: Sequence[str] = (),
-                     cache: str | Path | None = None, runs: int = 10) -> tuple[Path, dict[str, Any]]:
+                     cache: str | Path | None = None, runs: int = 10, weight_bits: int = 7,
+                     ) -> tuple[Path, dict[str, Any]]:
     """U8S8 INT8 for ONNX Runtime on CPU in ``layout``; ``"auto"`` builds QDQ and QOperator, keeps the faster.
 
     Returns the path and a record of the choice (for ``auto``: the layouts' median latency in ms).
@@ -299,7 +305,8 @@ def quantize_for_cpu(fp32_path: str | Path, out_path: str | Path, reader: ViewCa
     for name in layouts:  # the first layout calibrates into ``cache``; the others reuse its ranges
         target = out_path if len(layouts) == 1 else out_path.with_name(f"{out_path.stem}.{name}{out_path.suffix}")
         built[name] = quantize_onnx(fp32_path, target, reader, flavour="cpu", layout=name, method=method,
-                                    percentile=percentile, float_nodes=float_nodes, cache=cache)
+                                    percentile=percentile, float_nodes=float_nodes, cache=cache,
+                                    weight_bits=weight_bits)
     choice: dict[str, Any] = {"requested": layout}
     if len(layouts) == 1:
         choice["chosen"] = layout
@@ -364,7 +371,7 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
                         method: str = "minmax", percentile: float = 99.999, cache: str | Path,
                         target: float = 0.995, max_groups: int = 8,
                         max_float_mac_share: float = MAX_FLOAT_MAC_SHARE, burst: bool = False,
-                        ) -> tuple[list[str], dict[str, Any]]:
+                        weight_bits: int = 7) -> tuple[list[str], dict[str, Any]]:
     """Greedily leave the stages that cost most accuracy in float until INT8 agrees with FP32.
 
     Agreement is Spearman(FP32 scores, INT8 scores) on the calibration images themselves: it
@@ -402,7 +409,8 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
     with tempfile.TemporaryDirectory(prefix="edge-iqa-search-") as tmp:
         def agreement(nodes: list[str]) -> float:
             path = quantize_onnx(fp32_path, Path(tmp) / "trial.onnx", None, flavour=flavour, layout=layout,
-                                 method=method, percentile=percentile, float_nodes=nodes, cache=cache)
+                                 method=method, percentile=percentile, float_nodes=nodes, cache=cache,
+                                 weight_bits=weight_bits)
             return measure(path)
 
         chosen: list[str] = []
@@ -456,7 +464,7 @@ def group_macs(onnx_path: str | Path, groups: dict[str, list[str]]) -> dict[str,
 
 def choose_calibration(fp32_path: str | Path, reader, selection: "SelectionSplit", folder: str | Path, *,
                        flavour: str, layout: str = "qdq", float_nodes: Sequence[str] = (),
-                       candidates: Sequence = ()) -> tuple[Any, Path, dict[str, Any]]:
+                       candidates: Sequence = (), weight_bits: int = 7) -> tuple[Any, Path, dict[str, Any]]:
     """``--calib-method auto``: the calibration whose INT8 graph agrees best with FP32 on ``selection``.
 
     Every candidate (:data:`export.calibration.AUTO_CANDIDATES` unless given) gets its ranges from
@@ -472,7 +480,8 @@ def choose_calibration(fp32_path: str | Path, reader, selection: "SelectionSplit
     folder = Path(folder)
     caches = calibrate_candidates(fp32_path, reader, candidates, folder)
     graphs = [quantize_onnx(fp32_path, cache.with_suffix(".onnx"), None, flavour=flavour, layout=layout,
-                            method=c.method, percentile=c.percentile, float_nodes=float_nodes, cache=cache)
+                            method=c.method, percentile=c.percentile, float_nodes=float_nodes, cache=cache,
+                            weight_bits=weight_bits)
               for c, cache in zip(candidates, caches)]
     figures = selection.measure(fp32_path, graphs)
     rows = [{"candidate": c.label, "method": c.method, "percentile": c.percentile
@@ -512,11 +521,16 @@ class SelectionSplit:
         from edge_iqa.runtimes.onnxruntime import onnx_session
 
         sessions = [onnx_session(p) for p in (fp32_path, *graphs)]
-        outputs: list[list[np.ndarray]] = [[] for _ in sessions]
+        return self.measure_runners([lambda feeds, s=s: s.run(None, feeds)[0] for s in sessions])
+
+    def measure_runners(self, runners: Sequence) -> list[dict[str, float]]:
+        """:meth:`measure` for any runners (feeds by input name → first output); ``runners[0]`` is the FP32
+        reference, the figures are those of each later runner against it."""
+        outputs: list[list[np.ndarray]] = [[] for _ in runners]
         truth: list[float] = []
         for feeds, done in self._batches():
-            for out, session in zip(outputs, sessions):
-                out.append(session.run(None, feeds)[0])
+            for out, runner in zip(outputs, runners):
+                out.append(np.asarray(runner(feeds)))
             truth += [self.items[i].score for i in done] if not self.burst else []
         if not outputs[0]:
             raise EdgeIQAError(f"no image of split {self.split!r} of {self.data} could be decoded for --calib-method auto")

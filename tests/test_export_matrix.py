@@ -174,6 +174,46 @@ def test_int8_cpu_weights_fit_every_x86_kernel(layout, exports, requantize):
         assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
 
 
+def test_int8_cpu_8bit_weights_use_the_full_range_and_warn_where_sums_saturate(requantize, monkeypatch):
+    """``--cpu-weight-bits 8``: full-range weights, recorded in the metadata; loading the graph on a core
+    whose U8S8 kernel saturates (x86 without VNNI) warns once, in one line, and still scores."""
+    import json
+    import warnings
+
+    import onnx
+    from onnx import numpy_helper
+
+    import edge_iqa.bench
+    from edge_iqa.runtimes import load_artifact
+    from export.metadata import EXPORT_KEY
+
+    path = requantize(flavour="cpu", layout="qoperator", weight_bits=8)
+    proto = onnx.load(str(path))
+    weights = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) > 64
+    settings = json.loads({p.key: p.value for p in proto.metadata_props}[EXPORT_KEY])
+    assert settings["cpu_weight_bits"] == 8 and "8 bits" in settings["int8_types"]
+    for saturates in (False, True):
+        monkeypatch.setattr(edge_iqa.bench, "int8_sums_saturate", lambda: saturates)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = load_artifact(path, "onnxruntime")
+        lines = [str(w.message) for w in caught if "cpu-weight-bits 7" in str(w.message)]
+        assert len(lines) == (1 if saturates else 0) and all("\n" not in line for line in lines)
+        assert loaded.config is not None
+
+
+def test_cpu_weight_bits_is_checked():
+    from edge_iqa.errors import EdgeIQAError
+    from export.formats import ExportConfig
+
+    assert ExportConfig(format="onnx", precision="int8", cpu_weight_bits=8).cpu_weight_bits == 8
+    with pytest.raises(EdgeIQAError, match="choose 7 or 8"):
+        ExportConfig(format="onnx", precision="int8", cpu_weight_bits=6)
+    with pytest.raises(EdgeIQAError, match="applies to --format onnx --precision int8"):
+        ExportConfig(format="tensorrt", precision="int8", cpu_weight_bits=8)
+
+
 @pytest.fixture(scope="module")
 def fp32_graph(student, tmp_path_factory):
     """The FP32 graph with the exporter's module scopes, as ``export_model`` quantizes it."""

@@ -70,6 +70,14 @@ def test_qat_cli_onnx_writes_the_artifact_and_parity_beside_ptq(export_fixture, 
     accuracy = next(c for c in parity["checks"] if c["name"] == "accuracy")
     assert accuracy["status"] == "ran" and accuracy["detail"]["n"] == 184
     assert versus["qat_spearman_vs_fp32"] == accuracy["detail"]["spearman_vs_fp32"]
+    # the PTQ start (epoch 0) and epoch 1 were each scored as INT8 graphs on val; the better one was exported
+    pick = record["selection"]
+    assert pick["split"] == "val" and [c["epoch"] for c in pick["candidates"]] == [0, 1]
+    figures = {c["epoch"]: c["spearman_vs_fp32"] for c in pick["candidates"]}
+    assert figures[pick["chosen_epoch"]] == max(figures.values())
+    # the exported graph is the chosen one (the check's reference is PyTorch, the selection's the FP32 graph)
+    assert accuracy["detail"]["spearman_vs_fp32"] == pytest.approx(figures[pick["chosen_epoch"]], abs=2e-3)
+    assert versus["qat_spearman_vs_fp32"] >= versus["ptq_spearman_vs_fp32"] - 2e-3  # never below its own start
     graph = onnx.load(str(out / "model_int8.onnx")).graph
     weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64  # 7-bit: same scores on AVX2 and VNNI
@@ -84,7 +92,7 @@ def test_qat_tensorrt_graph_keeps_the_learned_ranges(export_fixture, tmp_path):
     from export.qat import QATConfig, as_artifact, qat_export, read_ranges
 
     student, data = export_fixture
-    qat = QATConfig(format="tensorrt", epochs=1, max_images=32, batch_size=16, calib_images=16)
+    qat = QATConfig(format="tensorrt", epochs=1, max_images=32, batch_size=16, calib_images=16, select_split="none")
     with pytest.warns(UserWarning, match="only 16 images"):
         artifact, record = qat_export(student, data, tmp_path, qat)
     checks = {c.name: c for c in artifact.checks}
@@ -92,6 +100,7 @@ def test_qat_tensorrt_graph_keeps_the_learned_ranges(export_fixture, tmp_path):
     learned, ptq = read_ranges(tmp_path / "calibration_qat.json"), read_ranges(tmp_path / "calibration_ptq.json")
     moved = [name for name in learned if name in ptq and learned[name] != ptq[name]]
     assert len(moved) >= 100 and record["ranges_moved"]["median_width_ratio"] > 0
+    assert record["selection"] is None  # select_split none: the last epoch, unscored
     report, _ = check_parity(artifact, student, data, split="val")
     baseline, _ = check_parity(as_artifact(tmp_path / "ptq" / "model_int8_qdq.onnx", student.config, qat, [], {}),
                                student, data, split="val")
@@ -113,6 +122,8 @@ def test_qat_coreml_w8a8_package(export_fixture, tmp_path):
     checks = {c.name: c for c in artifact.checks}
     assert artifact.path.is_dir() and checks["coreml_weights_readback"].passed
     assert record["epochs"][0]["batches"] == 2 and artifact.ptq is not None
+    pick = record["selection"]  # the fake-quant net of each state, scored on val as the CoreML check simulates it
+    assert [c["epoch"] for c in pick["candidates"]] == [0, 1] and pick["chosen_epoch"] in (0, 1)
     got = [next(c for c in r["checks"] if c["name"] == "accuracy")["detail"]
            for r in (check_parity(a, student, data, split="val")[0] for a in (artifact, artifact.ptq))]
     print(f"coreml W8A8 on the fixture (val, n=184, simulated): Spearman vs FP32 QAT {got[0]['spearman_vs_fp32']:.4f} "
@@ -174,3 +185,5 @@ def test_qat_refuses_what_it_cannot_do(export_fixture, tmp_path):
         QATConfig(format="coreml", calib_method="quantile")
     with pytest.raises(EdgeIQAError, match="--epochs >= 1"):
         QATConfig(epochs=0)
+    with pytest.raises(EdgeIQAError, match="--select-split test: one of val, train, none"):
+        QATConfig(select_split="test")

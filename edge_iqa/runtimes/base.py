@@ -19,6 +19,7 @@ from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 
 CONFIG_KEY = "edge_iqa.config"  # the ModelConfig JSON in every export's metadata (ONNX props, sidecar, CoreML)
+EXPORT_KEY = "edge_iqa.export"  # the export settings (export.metadata writes them)
 BatchFn = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
-from edge_iqa.runtimes.base import CONFIG_KEY, Loaded, check_graph, importable
+from edge_iqa.runtimes.base import CONFIG_KEY, EXPORT_KEY, Loaded, check_graph, importable
 
 NAME = "onnxruntime"
 SUFFIXES = (".onnx",)
@@ -77,6 +77,25 @@ def config_of_session(session, path: str | Path) -> ModelConfig:
     return ModelConfig.stored_in(path, meta[CONFIG_KEY])
 
 
+def warn_saturating_weights(session, path: str | Path) -> None:
+    """One warning when a graph with 8-bit U8S8 weights (``export --cpu-weight-bits 8``) runs on a core whose
+    integer kernels saturate (x86 without VNNI): its scores then differ from those of a VNNI or ARM machine."""
+    import json
+    import warnings
+
+    from edge_iqa.bench import cpu_name, int8_sums_saturate
+
+    settings = session.get_modelmeta().custom_metadata_map.get(EXPORT_KEY, "{}")
+    try:
+        bits = json.loads(settings).get("cpu_weight_bits")
+    except (ValueError, AttributeError):
+        return
+    if bits == 8 and int8_sums_saturate():
+        warnings.warn(f"{Path(path).name}: 8-bit INT8 weights on {cpu_name()}, a CPU without VNNI: ONNX Runtime's "
+                      "AVX2 kernel saturates some int16 sums, so its scores differ from a VNNI or ARM machine's; "
+                      "export with --cpu-weight-bits 7 for the same scores on every x86 CPU", stacklevel=3)
+
+
 def load(path: str | Path, *, threads: int = 0, device: str = "cpu") -> Loaded:
     reason = unavailable()
     if reason:
@@ -84,6 +103,8 @@ def load(path: str | Path, *, threads: int = 0, device: str = "cpu") -> Loaded:
     session = onnx_session(path, threads, device)
     config = config_of_session(session, path)
     check_graph(session.get_inputs(), session.get_outputs(), config, path)
+    if device == "cpu":
+        warn_saturating_weights(session, path)
     names = [i.name for i in session.get_inputs()]
     burst = config.burst is not None
 
