@@ -6,9 +6,12 @@ which adds two u8×s8 products into a saturating int16. This script exports the 
 (``tests/fixtures/student.pt``) to INT8 as ``edge-iqa export`` does, plus the same network with
 full 8-bit CPU weights, scores the check split natively and under ``qemu-x86_64 -cpu MODEL``
 (user-mode emulation of an AVX2-only CPU, so ONNX Runtime really takes its AVX2 kernels), and
-compares the scores.
+compares the scores. ``--checkpoint CKPT --data DATA`` does the same for a trained checkpoint (its
+test split; quantile 99.99 calibration on its train split) instead of the fixture.
 
     python benchmarks/int8_kernel_families.py --work runs/kernel_families [--cpu EPYC-Milan]
+    python benchmarks/int8_kernel_families.py --checkpoint runs/.../best.pt --data runs/bench/data256 \
+        --work runs/kernel_families_s0 --name int8_kernel_families_s0
 
 Needs ``qemu-user`` (Debian: ``apt-get install qemu-user``); the emulated run takes minutes.
 Writes ``benchmarks/results/int8_kernel_families.{json,md}``.
@@ -38,38 +41,33 @@ def _fixture_module():
     return module
 
 
-def build(work: Path) -> dict[str, Path]:
+def build(work: Path, checkpoint: Path | None = None, data: Path | None = None) -> dict[str, Path]:
     """The artifacts to compare, and the check split's view arrays in ``work/inputs.npz``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     from edge_iqa.checkpoint import load_checkpoint
     from edge_iqa.data.manifest import read_manifest
     from edge_iqa.scoring import iter_view_batches
     from export.formats import ExportConfig
     from export.pipeline import export_model
 
-    fixture = _fixture_module()
-    data = work / "data"
-    if not (data / "manifest.csv").is_file():
-        fixture.build_data(data)
-    model, _ = load_checkpoint(fixture.STUDENT)
+    if checkpoint is None:
+        fixture = _fixture_module()
+        data = work / "data"
+        if not (data / "manifest.csv").is_file():
+            fixture.build_data(data)
+        checkpoint, calib, split = fixture.STUDENT, fixture.CALIB, fixture.CHECK_SPLIT
+    else:
+        calib, split = {"calib_method": "quantile", "percentile": 99.99}, "test"
+    model, _ = load_checkpoint(checkpoint)
     graphs: dict[str, Path] = {}
-    for fmt in ("onnx", "tensorrt"):
-        artifact = export_model(model, ExportConfig(format=fmt, precision="int8", **fixture.CALIB), work / fmt,
-                                calib=data)
-        graphs[f"{fmt} int8 (edge-iqa export)"] = artifact.graph
+    for fmt, bits, name in (("onnx", 7, "onnx int8, 7-bit weights (default)"), ("onnx", 8, "onnx int8, 8-bit weights"),
+                            ("tensorrt", 7, "tensorrt int8")):
+        artifact = export_model(model, ExportConfig(format=fmt, precision="int8", cpu_weight_bits=bits, **calib),
+                                work / f"{fmt}-{bits}", calib=data)
+        graphs[name] = artifact.graph
     from export.onnx import torch2onnx
 
-    fp32 = torch2onnx(model, work / "fp32.onnx")
-    graphs["fp32"] = fp32
-    full = work / "onnx_int8_8bit_weights.onnx"  # what the CPU flavour made before 7-bit weights
-    quantize_static(str(fp32), str(full), None, quant_format=QuantFormat.QOperator,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    reduce_range=False, calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-                    calibration_cache_path=str(work / "onnx" / "calibration_minmax.json"))
-    graphs["onnx int8, 8-bit weights (before)"] = full
-    paths = [r.path for r in read_manifest(data, split=fixture.CHECK_SPLIT)]
+    graphs["fp32"] = torch2onnx(model, work / "fp32.onnx")
+    paths = [r.path for r in read_manifest(data, split=split)]
     views: list[list[np.ndarray]] = [[] for _ in model.config.views]
     for batch, _, _ in iter_view_batches(paths, model.config, 16):
         for i, array in enumerate(batch):
@@ -111,6 +109,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "kernel_families")
     parser.add_argument("--cpu", default="EPYC-Milan", help="qemu CPU model without VNNI (Zen 3: EPYC-Milan)")
+    parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint instead of the test fixture")
+    parser.add_argument("--data", type=Path, help="with --checkpoint: its dataset (train calibrates, test scores)")
+    parser.add_argument("--name", default="int8_kernel_families", help="results file stem")
     parser.add_argument("--score-only", metavar="TAG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.score_only:
@@ -122,8 +123,11 @@ def main() -> int:
         return 2
     from scipy.stats import spearmanr
 
+    if (args.checkpoint is None) != (args.data is None):
+        print("int8_kernel_families: --checkpoint and --data go together", file=sys.stderr)
+        return 2
     args.work.mkdir(parents=True, exist_ok=True)
-    build(args.work)
+    build(args.work, args.checkpoint, args.data)
     me = [sys.executable, str(Path(__file__).resolve()), "--work", str(args.work), "--score-only"]
     subprocess.run([*me, "native"], check=True)
     subprocess.run([qemu, "-cpu", args.cpu, *me, "emulated"], check=True, stderr=subprocess.DEVNULL)
@@ -145,21 +149,24 @@ def main() -> int:
         "onnxruntime": onnxruntime.__version__, "n_images": int(len(fp32)), "rows": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "int8_kernel_families.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
         "# INT8 scores on two x86 kernel families", "",
         f"Command: `{record['command']}`", "",
         f"Native: {record['native_cpu']} (VNNI: {'yes' if record['native_has_vnni'] else 'no'}); emulated: "
-        f"{record['emulated_cpu']}; ONNX Runtime {record['onnxruntime']}, 1 thread; the export fixture's "
-        f"check split, n = {record['n_images']}. INT8 exports use the fixture's calibration (minmax, 128 train "
-        "images) and no float layers; the 8-bit-weight row is the same U8S8 QOperator graph without "
-        "`reduce_range`, as the CPU flavour was built before.", "",
+        f"{record['emulated_cpu']}; ONNX Runtime {record['onnxruntime']}, 1 thread; "
+        + (f"the export fixture's check split, n = {record['n_images']}. INT8 exports use the fixture's calibration "
+           "(minmax, 128 train images)" if args.checkpoint is None else
+           f"checkpoint `{args.checkpoint}`, test split of `{args.data}`, n = {record['n_images']}. INT8 exports "
+           "calibrate with quantile 99.99 on 256 train images")
+        + " and no float layers; the 8-bit-weight row is the same U8S8 QOperator graph with `--cpu-weight-bits 8` "
+        "(no `reduce_range`).", "",
         "| graph | max \\|score difference\\| between the families | Spearman vs FP32 (native) | (emulated AVX2) |",
         "|---|---|---|---|",
         *[f"| {r['graph']} | {r['max_abs_diff_between_families']:.2e} | {r['spearman_vs_fp32_native']:.4f} | "
           f"{r['spearman_vs_fp32_emulated']:.4f} |" for r in rows], "",
     ]
-    (RESULTS / "int8_kernel_families.md").write_text("\n".join(lines))
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -11,7 +11,10 @@ model):
   (the calibration chosen on the val split; CoreML W8A8 has no ``auto``, its PTQ row uses
   ``--calib-method quantile --percentile 99.99``, the setting the seed-0 study chose);
 - QAT: ``edge-iqa qat CKPT --data DATA --format F --epochs N``, starting from quantile 99.99
-  (CoreML: from coremltools' own moving-average min/max observers, the only start it takes).
+  (CoreML: from coremltools' own moving-average min/max observers, the only start it takes); it
+  exports the best of its PTQ start and each epoch on the val split (``--select-split val``);
+- for ONNX also both with ``--cpu-weight-bits 8`` (methods ``ptq-w8``, ``qat-w8``): full-range
+  weights, exact on VNNI and ARM64 cores (the 7-bit default gives the same scores on every x86 CPU).
 
 It writes ``benchmarks/results/NAME.{json,md}``: Spearman vs FP32 and SRCC drop per seed ×
 target × method, whether the artifact ran or was simulated (TensorRT's graph in ONNX Runtime,
@@ -26,12 +29,13 @@ import concurrent.futures
 import datetime
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from edge_iqa.bench import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -45,13 +49,15 @@ def commands(checkpoint: Path, data: Path, out: Path, target: str, args) -> dict
     common = ["--check", str(data), "--json"]
     ptq_calib = START if target == "coreml" else ("--calib-method", "auto")
     qat_calib = () if target == "coreml" else START  # CoreML QAT starts from coremltools' own min/max observers
-    return {
-        "ptq": ["edge-iqa", "export", str(checkpoint), "--format", target, "--precision", "int8", "--calib", str(data),
-                *ptq_calib, "--out", str(out / f"{target}-ptq"), *common],
-        "qat": ["edge-iqa", "qat", str(checkpoint), "--data", str(data), "--format", target, "--epochs",
-                str(args.qat_epochs), "--max-images", str(args.qat_max_images), *qat_calib, "--no-ptq",
-                "--out", str(out / f"{target}-qat"), *common],
-    }
+    found = {}
+    for suffix, extra in [("", ())] + ([("-w8", ("--cpu-weight-bits", "8"))] if target == "onnx" else []):
+        found["ptq" + suffix] = ["edge-iqa", "export", str(checkpoint), "--format", target, "--precision", "int8",
+                                 "--calib", str(data), *ptq_calib, *extra, "--out", str(out / f"{target}-ptq{suffix}"),
+                                 *common]
+        found["qat" + suffix] = ["edge-iqa", "qat", str(checkpoint), "--data", str(data), "--format", target,
+                                 "--epochs", str(args.qat_epochs), "--max-images", str(args.qat_max_images), *qat_calib,
+                                 *extra, "--no-ptq", "--out", str(out / f"{target}-qat{suffix}"), *common]
+    return found
 
 
 def run_one(argv: list[str], out: Path, threads: int) -> dict:
@@ -68,10 +74,12 @@ def run_one(argv: list[str], out: Path, threads: int) -> dict:
     accuracy = next(c for c in parity["checks"] if c["name"] == "accuracy")
     detail = accuracy["detail"]
     auto = parity.get("calib_auto") or {}
+    selection = (parity.get("qat") or {}).get("selection") or {}
     return {"status": accuracy["status"], "passed_export_limits": accuracy["passed"],
             "spearman_vs_fp32": detail.get("spearman_vs_fp32"), "srcc_drop": detail.get("srcc_drop"),
             "fp32_srcc": detail.get("fp32", {}).get("srcc"), "int8_srcc": detail.get("artifact", {}).get("srcc"),
-            "n": detail.get("n"), "calib_chosen": auto.get("chosen"), "seconds": round(time.perf_counter() - started, 1)}
+            "n": detail.get("n"), "calib_chosen": auto.get("chosen"), "qat_epoch": selection.get("chosen_epoch"),
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def main() -> int:
@@ -112,7 +120,7 @@ def main() -> int:
     result = {"date": datetime.date.today().isoformat(), "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
               "data": str(args.data), "qat_epochs": args.qat_epochs, "qat_max_images": args.qat_max_images, "threads": args.threads, "parallel": args.parallel,
               "goal": {"spearman_vs_fp32 >=": GOAL_SPEARMAN, "srcc_drop <=": GOAL_DROP}, "notes": args.note,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "rows": rows}
+              "machine": machine(), "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{args.name}.md").write_text(render(result))
@@ -128,6 +136,9 @@ def meets_goal(row: dict) -> bool:
 def render(result: dict) -> str:
     rows = result["rows"]
     lines = [f"# INT8 per target and seed: PTQ (`--calib-method auto`) and QAT ({result['date']})", "",
+             "QAT exports the best of its PTQ start (epoch 0) and each epoch on the val split; `-w8`: ONNX with "
+             "`--cpu-weight-bits 8` (full-range weights; the default 7-bit weights give the same scores on every "
+             "x86 CPU).", "",
              f"Command: `{result['command']}` ({result['parallel']} commands at a time, {result['threads']} thread each).",
              "", "Test split against the FP32 PyTorch model. *ran*: the artifact in its runtime (ONNX Runtime); "
              "*simulated*: TensorRT's QDQ graph in ONNX Runtime, CoreML W8A8 weights in PyTorch (neither runtime runs "
@@ -140,12 +151,14 @@ def render(result: dict) -> str:
             continue
         calib = r.get("calib_chosen") or ("minmax observers" if r["target"] == "coreml" and r["method"] == "qat"
                                           else "quantile:99.99")
+        if r.get("qat_epoch") is not None:
+            calib += f", epoch {r['qat_epoch']}"
         lines.append(f"| {r['seed']} | {r['target']} | {r['method']} | {calib} | {r['spearman_vs_fp32']:.4f} | "
                      f"{r['srcc_drop']:+.4f} | {r['fp32_srcc']:.4f} → {r['int8_srcc']:.4f} | {r['status']} | "
                      f"{'met' if meets_goal(r) else 'missed'} | {r['seconds']} |")
     lines += ["", "Goal met, by target and method (of the seeds):", ""]
     for target in dict.fromkeys(r["target"] for r in rows):
-        for method in ("ptq", "qat"):
+        for method in dict.fromkeys(r["method"] for r in rows):
             got = [r for r in rows if r["target"] == target and r["method"] == method and "error" not in r]
             if got:
                 worst = min(r["spearman_vs_fp32"] for r in got)

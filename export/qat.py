@@ -21,9 +21,9 @@ CVPR 2018) so the weights adapt to the grid the deployed graph uses. Here:
    FP32 on the held-out split by the metric ``--calib-method auto`` ranks with
    (:class:`export.quantize.SelectionSplit`), and the best is exported, the start winning ties.
    kd_mse on the training images is not what parity measures: on three distilled seeds the last
-   epoch lost to its own PTQ start on 5 of 9 seed × target pairs
-   (``benchmarks/results/int8_seeds.md``), so QAT never exports a state its own selection split
-   rates below where it started.
+   epoch's artifact lost to PTQ (``--calib-method auto``) on 5 of 9 seed × target pairs (the
+   ``int8_seeds`` benchmark before selection), so QAT never exports a state that its selection
+   split rates below the one it started from.
 
 The fake quant reproduces each target's scheme (the grids of ONNX Runtime's ``compute_scale_zp``):
 

@@ -32,7 +32,13 @@ One graph cannot serve both targets, so there are two flavours:
   differ by up to 0.21 in score (Spearman vs FP32 0.970 VNNI, 0.953 AVX2), 7-bit weights by 0
   (``benchmarks/results/int8_kernel_families.md``). The TensorRT flavour keeps full-range
   weights: TensorRT accumulates in int32, and ONNX Runtime's S8S8 path gave identical scores
-  on both families.
+  on both families. The seventh bit is not free: on a distilled MobileNetV2 student 7-bit weights
+  gave Spearman 0.879 against FP32 on its calibration images where 8-bit gave 0.994 (same
+  ranges, same layout), so ``weight_bits=8`` (``export --cpu-weight-bits 8``) builds the
+  full-range graph for the machines that accumulate in int32 (x86 with VNNI, ARM64);
+  :mod:`edge_iqa.runtimes.onnxruntime` warns when such a graph is loaded on a core without VNNI.
+  S8S8 and U8U8 graphs, which avoid the saturation too, ran 10× and 26× slower than U8S8 in
+  ONNX Runtime on the same student (``benchmarks/results/int8_weight_schemes_s2.md``).
 
 Ranges are computed once per (graph, images, method) and cached in a JSON file, so every
 flavour and layout of one export shares the same calibration. Calibration streams
