@@ -2,7 +2,8 @@
 
 Writes into ``--out``: the INT8 ONNX graph (U8S8 for ONNX Runtime, or TensorRT's S8S8 QDQ graph)
 and its calibration cache with the learned ranges, or the CoreML W8A8 package, ``qat.json`` (settings, loss per epoch, how far the
-ranges moved) and, with ``--check DATA``, ``parity.json``: the QAT artifact against the FP32
+ranges moved, and ``selection``: the PTQ start and each epoch scored on ``--select-split``, the best of which
+is the artifact) and, with ``--check DATA``, ``parity.json``: the QAT artifact against the FP32
 checkpoint, beside the PTQ artifact QAT started from (``ptq/``: the same graph, calibration and
 quantizer; ``--no-ptq`` leaves it out), so one can see whether QAT beat PTQ. Exits 1 when the QAT artifact fails the INT8 limits.
 """

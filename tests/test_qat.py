@@ -187,3 +187,20 @@ def test_qat_refuses_what_it_cannot_do(export_fixture, tmp_path):
         QATConfig(epochs=0)
     with pytest.raises(EdgeIQAError, match="--select-split test: one of val, train, none"):
         QATConfig(select_split="test")
+
+
+def test_epoch_selection_prefers_the_start_on_ties():
+    """The exported state is the best by Spearman vs FP32, then the smaller SRCC drop; the PTQ start wins ties."""
+    from types import SimpleNamespace
+
+    from export.qat import pick_epoch
+
+    selection = SimpleNamespace(split="val", count=184, metric="Spearman")
+    figures = [{"spearman_vs_fp32": 0.99, "srcc_drop": 0.01}, {"spearman_vs_fp32": 0.99, "srcc_drop": 0.01},
+               {"spearman_vs_fp32": 0.98, "srcc_drop": 0.0}]
+    best, record = pick_epoch(selection, [0, 1, 2], figures)
+    assert best == 0 and record["chosen_epoch"] == 0 and len(record["candidates"]) == 3
+    figures[1]["srcc_drop"] = 0.005
+    assert pick_epoch(selection, [0, 1, 2], figures)[0] == 1
+    figures[2]["spearman_vs_fp32"] = 0.995
+    assert pick_epoch(selection, [0, 1, 2], figures)[1]["chosen_epoch"] == 2
