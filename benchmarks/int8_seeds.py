@@ -8,8 +8,7 @@ it runs two real commands and reads their ``parity.json`` (test split against th
 model):
 
 - PTQ: ``edge-iqa export CKPT --format F --precision int8 --calib DATA --calib-method auto``
-  (the calibration chosen on the val split; CoreML W8A8 has no ``auto``, its PTQ row uses
-  ``--calib-method quantile --percentile 99.99``, the setting the seed-0 study chose);
+  (the calibration chosen on the val split; CoreML W8A8 among coremltools' min/max and quantiles);
 - QAT: ``edge-iqa qat CKPT --data DATA --format F --epochs N``, starting from quantile 99.99
   (CoreML: from coremltools' own moving-average min/max observers, the only start it takes); it
   exports the best of its PTQ start and each epoch on the val split (``--select-split val``);
@@ -47,7 +46,7 @@ START = ("--calib-method", "quantile", "--percentile", "99.99")  # seed 0's choi
 def commands(checkpoint: Path, data: Path, out: Path, target: str, args) -> dict[str, list[str]]:
     """The PTQ and QAT command lines of one checkpoint and target (as recorded: ``edge-iqa ...``)."""
     common = ["--check", str(data), "--json"]
-    ptq_calib = START if target == "coreml" else ("--calib-method", "auto")
+    ptq_calib = ("--calib-method", "auto")
     qat_calib = () if target == "coreml" else START  # CoreML QAT starts from coremltools' own min/max observers
     found = {}
     for suffix, extra in [("", ())] + ([("-w8", ("--cpu-weight-bits", "8"))] if target == "onnx" else []):

@@ -93,6 +93,9 @@ class Candidate:
 AUTO_CANDIDATES = (Candidate("minmax"), Candidate("percentile", 99.99), Candidate("percentile", 99.999),
                    Candidate("entropy"), Candidate("quantile", 99.9), Candidate("quantile", 99.99),
                    Candidate("quantile", 99.999))
+# CoreML W8A8 calibrates with coremltools' observers: min/max, or each tail narrowed to its quantile
+COREML_AUTO_CANDIDATES = (Candidate("minmax"), Candidate("quantile", 99.9), Candidate("quantile", 99.99),
+                          Candidate("quantile", 99.999))
 # what each histogram method bins: |x| over [min |x|, max |x|] (ONNX Runtime's symmetric percentile), x over
 # [-max |x|, max |x|] (its entropy), x over [min, max] (quantile); and in how many bins
 _HISTOGRAMS = {"percentile": ("abs", PERCENTILE_BINS), "entropy": ("signed", ENTROPY_BINS),

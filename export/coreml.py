@@ -160,7 +160,7 @@ def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]], *, 
     from export.fold import fold_batchnorm
     from export.formats import get_format
 
-    methods = get_format("coreml").calib_methods
+    methods = [m for m in get_format("coreml").calib_methods if m != "auto"]  # auto: export.pipeline._choose_w8a8
     if method not in methods:
         raise EdgeIQAError(f"CoreML int8 calibrates with {' or '.join(methods)}, not {method!r}")
     batches = list(calib)  # quantile needs a second pass

@@ -84,7 +84,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "TensorRT engine from ONNX; int8 = symmetric S8S8 QDQ (explicit quantization); without "
            "tensorrt: the ONNX, a TensorRT rule check and build_engine.sh for trtexec"),
     Format("coreml", ".mlpackage", ("fp32", "fp16", "w8", "int8"), "fp16", ("int8",),
-           ("minmax", "quantile"), "coremltools", "ANE/GPU/CPU",
+           ("minmax", "quantile", "auto"), "coremltools", "ANE/GPU/CPU",
            "PyTorch with the package's weights read back (activations rounded to FP16)",
            "export.pipeline:build_coreml",
            "ML Program package with image inputs; w8 = int8 weights, int8 = W8A8 (weights and activations)"),
@@ -158,7 +158,9 @@ class ExportConfig:
             from export.calibration import Candidate
 
             for text in self.calib_candidates:
-                Candidate.parse(text)
+                if Candidate.parse(text).method not in fmt.calib_methods:
+                    raise EdgeIQAError(f"--calib-candidate {text}: --format {self.format} calibrates with "
+                                       f"{', '.join(m for m in fmt.calib_methods if m != 'auto')}")
         if self.cpu_layout not in CPU_LAYOUTS:
             raise EdgeIQAError(f"unknown int8 CPU layout {self.cpu_layout!r}; choose one of {', '.join(CPU_LAYOUTS)}")
         if self.cpu_weight_bits not in CPU_WEIGHT_BITS:

@@ -279,7 +279,11 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
         model = AllTaskScores(model).eval()
     if export.precision == "int8" and calibrated is None:
         batches = list(_calib_tensors(config, export, calib))
-        calibrated, _ = calibrate_w8a8(model, batches, method=export.calib_method, percentile=export.percentile)
+        if export.calib_method == "auto":
+            calibrated, info["calib_auto"] = _choose_w8a8(model, config, export, calib, batches)
+            meta = {**meta, "calib_auto_chosen": info["calib_auto"]["chosen"]}
+        else:
+            calibrated, _ = calibrate_w8a8(model, batches, method=export.calib_method, percentile=export.percentile)
         info["calib_images"] = sum(int(np.prod(b[0].shape[:-3])) for b in batches)  # frames for bursts
         meta = {**meta, "calib_images": info["calib_images"]}
     torch2coreml(model, path, precision=export.precision, calibrated=calibrated, export=meta)
@@ -306,6 +310,22 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
     # net's own forward: (B,) scores, or (B, n_tasks, T) from the AllTaskScores wrapper of a burst model;
     # a W8A8 net is a torch.fx GraphModule, which carries no config to choose a forward by
     return Artifact(export, config, path, [path], module_batch_fn(net), SIMULATED, how, checks=checks, info=info)
+
+
+def _choose_w8a8(model, config: ModelConfig, export: ExportConfig, calib, batches) -> tuple[torch.nn.Module, dict]:
+    """``--calib-method auto`` for CoreML W8A8: each candidate's fake-quant net (what the CoreML check
+    simulates) scored against the FP32 model on ``calib_select_split``, the best kept; and the record."""
+    from export.burst import module_batch_fn
+    from export.calibration import COREML_AUTO_CANDIDATES, Candidate
+    from export.coreml import calibrate_w8a8
+    from export.quantize import SelectionSplit, rank_candidates
+
+    candidates = [Candidate.parse(c) for c in export.calib_candidates] or list(COREML_AUTO_CANDIDATES)
+    selection = SelectionSplit(config, calib, export.calib_select_split)
+    nets = [calibrate_w8a8(model, batches, method=c.method, percentile=c.percentile)[0] for c in candidates]
+    figures = selection.measure_batch_fns([module_batch_fn(net) for net in (model, *nets)])
+    best, record = rank_candidates(candidates, selection, figures)
+    return nets[best], {**record, "scored_as": "coremltools' fake-quant W8A8 net in PyTorch"}
 
 
 def _calib_tensors(config: ModelConfig, export: ExportConfig, calib) -> Iterator[tuple[torch.Tensor, ...]]:

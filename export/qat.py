@@ -366,8 +366,10 @@ def selection_split(config, data: str | Path, qat: QATConfig):
 def pick_epoch(selection, epochs: list[int], figures: list[dict[str, float]]) -> tuple[int, dict[str, Any]]:
     """The index of the best candidate by Spearman vs FP32, then the smaller SRCC drop, then the earlier epoch
     (epoch 0, the PTQ start, wins a tie), and the record of all of them."""
+    from export.quantize import best_figure
+
     rows = [{"epoch": e, **f} for e, f in zip(epochs, figures)]
-    best = max(range(len(rows)), key=lambda i: (rows[i]["spearman_vs_fp32"], -rows[i].get("srcc_drop", 0.0), -i))
+    best = best_figure(rows)
     return best, {"split": selection.split, "n": selection.count, "metric": selection.metric,
                   "chosen_epoch": epochs[best], "candidates": rows}
 
@@ -590,12 +592,9 @@ def coreml_qat_export(model: nn.Module, data: str | Path, out: Path, qat: QATCon
     chosen = None
     if selection:  # each state as the fake-quant net coremltools finalizes (what the CoreML check simulates)
         from export.burst import module_batch_fn
-        from export.metadata import input_names
 
-        names = input_names(teacher.config)
         runners = [module_batch_fn(teacher)] + [_frozen_runner(trainable.model, state) for _, state in states]
-        best, chosen = pick_epoch(selection, [e for e, _ in states], selection.measure_runners(
-            [lambda feeds, run=run: run([feeds[n] for n in names]) for run in runners]))
+        best, chosen = pick_epoch(selection, [e for e, _ in states], selection.measure_batch_fns(runners))
         trainable.load_state(states[best][1])
     prepared.apply(disable_observer), prepared.apply(enable_fake_quant)
     with _quiet():

@@ -489,15 +489,25 @@ def choose_calibration(fp32_path: str | Path, reader, selection: "SelectionSplit
                             method=c.method, percentile=c.percentile, float_nodes=float_nodes, cache=cache,
                             weight_bits=weight_bits)
               for c, cache in zip(candidates, caches)]
-    figures = selection.measure(fp32_path, graphs)
-    rows = [{"candidate": c.label, "method": c.method, "percentile": c.percentile
-             if c.method in ("percentile", "quantile") else None, **f} for c, f in zip(candidates, figures)]
-    best = max(range(len(rows)), key=lambda i: (rows[i]["spearman_vs_fp32"], -rows[i].get("srcc_drop", 0.0)))
+    best, record = rank_candidates(candidates, selection, selection.measure(fp32_path, graphs))
     for graph in graphs:
         graph.unlink()
-    record = {"chosen": rows[best]["candidate"], "split": selection.split, "n": selection.count,
-              "metric": selection.metric, "flavour": flavour, "layout": layout, "candidates": rows}
-    return candidates[best], caches[best], record
+    return candidates[best], caches[best], {**record, "flavour": flavour, "layout": layout}
+
+
+def best_figure(rows: Sequence[dict[str, float]]) -> int:
+    """The index of the best parity figures: highest Spearman vs FP32, then smallest SRCC drop, then the first."""
+    return max(range(len(rows)), key=lambda i: (rows[i]["spearman_vs_fp32"], -rows[i].get("srcc_drop", 0.0), -i))
+
+
+def rank_candidates(candidates: Sequence, selection: "SelectionSplit", figures: Sequence[dict[str, float]]
+                    ) -> tuple[int, dict[str, Any]]:
+    """The best calibration candidate by :func:`best_figure` and the ``calib_auto`` record of all of them."""
+    rows = [{"candidate": c.label, "method": c.method, "percentile": c.percentile
+             if c.method in ("percentile", "quantile") else None, **f} for c, f in zip(candidates, figures)]
+    best = best_figure(rows)
+    return best, {"chosen": rows[best]["candidate"], "split": selection.split, "n": selection.count,
+                  "metric": selection.metric, "candidates": rows}
 
 
 class SelectionSplit:
@@ -526,17 +536,21 @@ class SelectionSplit:
         """The parity figures of each INT8 graph against the FP32 graph on this split (one decode pass)."""
         from edge_iqa.runtimes.onnxruntime import onnx_session
 
+        names = input_names(self.config)
         sessions = [onnx_session(p) for p in (fp32_path, *graphs)]
-        return self.measure_runners([lambda feeds, s=s: s.run(None, feeds)[0] for s in sessions])
+        return self.measure_batch_fns([lambda views, s=s: s.run(None, dict(zip(names, views)))[0] for s in sessions])
 
-    def measure_runners(self, runners: Sequence) -> list[dict[str, float]]:
-        """:meth:`measure` for any runners (feeds by input name → first output); ``runners[0]`` is the FP32
-        reference, the figures are those of each later runner against it."""
-        outputs: list[list[np.ndarray]] = [[] for _ in runners]
+    def measure_batch_fns(self, batch_fns: Sequence) -> list[dict[str, float]]:
+        """:meth:`measure` for any batch functions (the views in input order → the first output, as
+        :func:`export.burst.module_batch_fn` gives); ``batch_fns[0]`` is the FP32 reference, the figures
+        are those of each later one against it."""
+        names = input_names(self.config)
+        outputs: list[list[np.ndarray]] = [[] for _ in batch_fns]
         truth: list[float] = []
         for feeds, done in self._batches():
-            for out, runner in zip(outputs, runners):
-                out.append(np.asarray(runner(feeds)))
+            views = [feeds[n] for n in names]
+            for out, run in zip(outputs, batch_fns):
+                out.append(np.asarray(run(views)))
             truth += [self.items[i].score for i in done] if not self.burst else []
         if not outputs[0]:
             raise EdgeIQAError(f"no image of split {self.split!r} of {self.data} could be decoded for --calib-method auto")

@@ -279,15 +279,40 @@ def test_auto_calibration_keeps_the_best_candidate_and_records_all(export_fixtur
           "chosen", record["chosen"])
 
 
+def test_auto_calibration_of_coreml_w8a8_scores_each_fake_quant_net(export_fixture, tmp_path):
+    """CoreML W8A8 ``auto``: each candidate calibrated by coremltools' observers, scored against FP32 on val as
+    the CoreML check simulates it; the package is built from the best, and parity.json records all."""
+    from export.formats import ExportConfig
+    from export.pipeline import check_parity, export_model
+
+    student, data = export_fixture
+    config = ExportConfig(format="coreml", precision="int8", calib_method="auto", calib_images=16,
+                          calib_candidates=("minmax", "quantile:99.9"))
+    with pytest.warns(UserWarning, match="only 16 images"):
+        artifact = export_model(student, config, tmp_path, calib=data)
+    report, _ = check_parity(artifact, student, data, split="val")
+    record = report["calib_auto"]
+    rows = {r["candidate"]: r for r in record["candidates"]}
+    assert list(rows) == ["minmax", "quantile:99.9"] and record["n"] == 184
+    assert record["chosen"] == max(rows, key=lambda c: (rows[c]["spearman_vs_fp32"], -rows[c]["srcc_drop"]))
+    accuracy = next(c for c in report["checks"] if c["name"] == "accuracy")["detail"]
+    # the check scores the package's weights read back into that net: close to the candidate's own figure
+    assert accuracy["spearman_vs_fp32"] == pytest.approx(rows[record["chosen"]]["spearman_vs_fp32"], abs=0.02)
+    print("coreml auto calibration on the fixture:", {c: round(r["spearman_vs_fp32"], 4) for c, r in rows.items()},
+          "chosen", record["chosen"], "check", round(accuracy["spearman_vs_fp32"], 4))
+
+
 @pytest.mark.parametrize("options,message", [
     ({"calib_candidates": ("quantile:99.9",)}, "--calib-method minmax would ignore it"),
     ({"calib_method": "auto", "calib_candidates": ("mse",)}, "--calib-candidate 'mse' is not a calibration"),
     ({"calib_method": "auto", "calib_candidates": ("quantile:40",)}, "must be a number in (50, 100]"),
     ({"calib_method": "auto", "calib_select_split": "holdout"}, "unknown --calib-select-split 'holdout'"),
+    ({"format": "coreml", "calib_method": "auto", "calib_candidates": ("entropy",)},
+     "--format coreml calibrates with minmax, quantile"),
 ])
 def test_auto_calibration_options_are_checked(options, message):
     from edge_iqa.errors import EdgeIQAError
     from export.formats import ExportConfig
 
     with pytest.raises(EdgeIQAError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        ExportConfig(format="onnx", precision="int8", **options)
+        ExportConfig(**{"format": "onnx", "precision": "int8", **options})
