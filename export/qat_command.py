@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"qat {qat.format} int8: {artifact.path}")
         if record.get("selection"):
             pick = record["selection"]
-            say(f"  exported epoch {pick['chosen_epoch']} (0: the PTQ start) of "
-                + ", ".join(f"{c['epoch']}: {c['spearman_vs_fp32']:.4f}" for c in pick["candidates"])
-                + f" Spearman vs FP32 on {pick['split']} (n={pick['n']})")
+            say(f"  exported epoch {pick['chosen_epoch']} (0 = the PTQ start); Spearman vs FP32 on {pick['split']} "
+                f"(n={pick['n']}) by epoch: "
+                + ", ".join(f"{c['epoch']}: {c['spearman_vs_fp32']:.4f}" for c in pick["candidates"]))
         for check in checks:
             say("  " + check.line())
         if report and "qat_vs_ptq" in report:
