@@ -406,6 +406,7 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
     train = [r.path for r in read_manifest(data, split="train")]
     if not train:
         raise EdgeIQAError(f"{data}: no train split to fine-tune on")
+    selection = selection_split(teacher.config, data, qat)  # before any work: a missing split fails at once
     reader = ViewCalibrationReader(teacher.config, calibration_paths(data, "train", qat.calib_images))
     with tempfile.TemporaryDirectory(prefix="edge-iqa-qat-") as tmp:
         graph = torch2onnx(student, Path(tmp) / "fp32.onnx", node_scopes=True)
@@ -413,7 +414,6 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
                               percentile=qat.percentile)
         ptq = _quantize(graph, out / "ptq", ptq_cache, qat) if ptq_beside else None
         fake = FakeQuantized(student, graph, ptq_cache, qat.format, qat.cpu_weight_bits)
-        selection = selection_split(teacher.config, data, qat)
         states = [(0, fake.state())] if selection else []
         history = finetune(fake, teacher, train, qat, progress,
                            after_epoch=(lambda e: states.append((e["epoch"], fake.state()))) if selection else None)
@@ -560,6 +560,7 @@ def coreml_qat_export(model: nn.Module, data: str | Path, out: Path, qat: QATCon
     example = example_inputs(teacher.config, batch=1)
     folded = fixed_arity(fold_batchnorm(copy.deepcopy(teacher), example), len(teacher.config.views))
     export = ExportConfig(format="coreml", precision="int8", calib_images=qat.calib_images)
+    selection = selection_split(teacher.config, data, qat)  # before any work: a missing split fails at once
     batches = list(_calib_tensors(teacher.config, export, data))
     quantizer = LinearQuantizer(folded, LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
         quantization_scheme="affine", weight_per_channel=True, weight_observer="min_max",
@@ -585,7 +586,6 @@ def coreml_qat_export(model: nn.Module, data: str | Path, out: Path, qat: QATCon
     train = [r.path for r in read_manifest(data, split="train")]
     if not train:
         raise EdgeIQAError(f"{data}: no train split to fine-tune on")
-    selection = selection_split(teacher.config, data, qat)
     states = [(0, trainable.state())] if selection else []
     history = finetune(trainable, teacher, train, qat, progress,
                        after_epoch=(lambda e: states.append((e["epoch"], trainable.state()))) if selection else None)

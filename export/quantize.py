@@ -525,11 +525,14 @@ class SelectionSplit:
         else:
             from edge_iqa.data.manifest import read_manifest
 
-            self.items = read_manifest(data, split=None if split == "all" else split)
+            try:
+                self.items = read_manifest(data, split=None if split == "all" else split)
+            except EdgeIQAError:  # no usable row in that split
+                self.items = []
         if len(self.items) < 2:
-            raise EdgeIQAError(f"--calib-method auto ranks its candidates on split {split!r} of {data}, which has "
-                               f"{len(self.items)} {'bursts' if self.burst else 'images'}; choose another "
-                               "--calib-select-split")
+            raise EdgeIQAError(f"split {split!r} of {data}, which ranks the INT8 candidates, has {len(self.items)} "
+                               f"{'bursts' if self.burst else 'images'}; choose another (export "
+                               "--calib-select-split, qat --select-split)")
         self.count = len(self.items)
 
     def measure(self, fp32_path: str | Path, graphs: Sequence[Path]) -> list[dict[str, float]]:

@@ -204,3 +204,22 @@ def test_epoch_selection_prefers_the_start_on_ties():
     assert pick_epoch(selection, [0, 1, 2], figures)[0] == 1
     figures[2]["spearman_vs_fp32"] = 0.995
     assert pick_epoch(selection, [0, 1, 2], figures)[1]["chosen_epoch"] == 2
+
+
+def test_qat_without_its_selection_split_fails_before_any_work(export_fixture, tmp_path, capsys):
+    """A dataset without the split that picks the epoch: one line naming the option, before calibrating."""
+    import shutil
+
+    from edge_iqa.cli import main
+
+    _, data = export_fixture
+    bare = tmp_path / "no_val"
+    bare.mkdir()
+    shutil.copytree(data / "images", bare / "images")  # a symlink would point outside the dataset folder
+    lines = (data / "manifest.csv").read_text().splitlines()
+    (bare / "manifest.csv").write_text("\n".join([lines[0]] + [l for l in lines[1:] if ",val," not in l]) + "\n")
+    out = tmp_path / "run"
+    code = main(["qat", "tests/fixtures/student.pt", "--data", str(bare), "--format", "onnx", "--out", str(out)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edge-iqa qat: error")]
+    assert code != 0 and len(errors) == 1 and "qat --select-split" in errors[0] and "'val'" in errors[0]
+    assert not (out / "calibration_ptq.json").exists()
