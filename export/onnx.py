@@ -71,7 +71,7 @@ def torch2onnx(model: IQAModel, path: str | Path, *, opset: int = DEFAULT_OPSET,
     if burst:
         from edge_iqa.burst_model import AllTaskScores
 
-        net = AllTaskScores(model).eval()
+        net = model if isinstance(model, AllTaskScores) else AllTaskScores(model).eval()  # QAT passes it wrapped
     proto = _traced_proto(net, inputs, opset, dynamic_batch)
     settings = {"format": "onnx", "precision": "fp32", "opset": opset, "dynamic_batch": dynamic_batch,
                 "exporter": f"torch.onnx dynamo (torch {torch.__version__})", **dict(export or {})}

@@ -177,16 +177,23 @@ def weighted_layers(model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[tu
     return list(seen.values())
 
 
-def graph_weighted_inputs(onnx_path: str | Path) -> list[tuple[str, tuple[int, ...]]]:
-    """(input tensor name, weight shape) of every Conv/Gemm/MatMul of an ONNX graph, in graph order."""
-    import onnx
-    from onnx import numpy_helper
-
+def weighted_nodes(graph) -> list:
+    """The Conv/Gemm/MatMul nodes of an ONNX graph whose second input is a weight (an initializer), in
+    graph order: one per conv/linear module. A MatMul of two activations (a burst model's attention-weighted
+    sum of scales) is no module's; it keeps its PTQ ranges."""
     from export.quantize import TENSORRT_QUANTIZED_OPS
 
+    weights = {t.name for t in graph.initializer}
+    return [n for n in graph.node if n.op_type in TENSORRT_QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in weights]
+
+
+def graph_weighted_inputs(onnx_path: str | Path) -> list[tuple[str, tuple[int, ...], bool]]:
+    """(input tensor name, weight shape, whether the node holds the bias) of every :func:`weighted_nodes` node."""
+    import onnx
+
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    weights = {t.name: tuple(numpy_helper.to_array(t).shape) for t in graph.initializer}
-    return [(n.input[0], weights.get(n.input[1], ())) for n in graph.node if n.op_type in TENSORRT_QUANTIZED_OPS]
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    return [(n.input[0], shapes[n.input[1]], len(n.input) > 2) for n in weighted_nodes(graph)]
 
 
 def write_weights(onnx_path: Path, pairs: list[tuple[str, nn.Module, str]], out_path: Path) -> Path:
@@ -198,25 +205,31 @@ def write_weights(onnx_path: Path, pairs: list[tuple[str, nn.Module, str]], out_
     import onnx
     from onnx import numpy_helper
 
-    from export.quantize import TENSORRT_QUANTIZED_OPS
-
     proto = onnx.load(str(onnx_path))
     inits = {t.name: t for t in proto.graph.initializer}
-    nodes = [n for n in proto.graph.node if n.op_type in TENSORRT_QUANTIZED_OPS]
-    for node, (name, module, _) in zip(nodes, pairs):
+    for node, (name, module, _) in zip(weighted_nodes(proto.graph), pairs):
         tensors = [(node.input[1], trained_weight(module))] + ([(node.input[2], module.bias)]
                                                       if len(node.input) > 2 and module.bias is not None else [])
-        for init_name, value in tensors:
+        for i, (init_name, value) in enumerate(tensors):
             if init_name not in inits:
                 raise EdgeIQAError(f"QAT: ONNX node {node.name} of layer {name} has no initializer {init_name}")
             old = inits[init_name]
             array = value.detach().cpu().numpy().astype(np.float32)
-            if array.shape != tuple(old.dims):
+            if i == 0 and _stores_transposed(node):  # by the node, not the shape: a square weight fits both ways
                 array = array.T
+            if array.shape != tuple(old.dims):
+                raise EdgeIQAError(f"QAT: layer {name} (weight {array.shape}) does not fit {init_name} {tuple(old.dims)}")
             old.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), init_name))
     from export.onnx import save_onnx
 
     return save_onnx(proto, out_path, node_scopes=True)  # atomic: a killed export leaves no half graph
+
+
+def _stores_transposed(node) -> bool:
+    """Whether a node holds a linear's (out, in) weight as (in, out): MatMul always, Gemm without transB."""
+    if node.op_type == "MatMul":
+        return True
+    return node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute)
 
 
 def trained_weight(module: nn.Module) -> torch.Tensor:
@@ -227,17 +240,22 @@ def trained_weight(module: nn.Module) -> torch.Tensor:
     return module.parametrizations.weight.original if parametrize.is_parametrized(module, "weight") else module.weight
 
 
-def match_layers(layers: list[tuple[str, nn.Module]], graph_inputs: list[tuple[str, tuple[int, ...]]]
+def match_layers(layers: list[tuple[str, nn.Module]], graph_inputs: list[tuple[str, tuple[int, ...], bool]]
                  ) -> list[tuple[str, nn.Module, str]]:
-    """(module name, module, ONNX input tensor) pairs; the i-th weighted layer of each, checked by shape."""
+    """(module name, module, ONNX input tensor) pairs; the i-th weighted layer of each, checked by shape.
+
+    A linear on a 3-D input exports as MatMul + Add, its bias in the Add: that bias is not written
+    back (:func:`write_weights`), so it is frozen here."""
     if len(layers) != len(graph_inputs):
         raise EdgeIQAError(f"QAT: the model calls {len(layers)} conv/linear layers, its ONNX graph has "
                            f"{len(graph_inputs)} Conv/Gemm nodes; cannot match its quantizers")
     pairs = []
-    for (name, module), (tensor, shape) in zip(layers, graph_inputs):
+    for (name, module), (tensor, shape, holds_bias) in zip(layers, graph_inputs):
         own = tuple(module.weight.shape)
         if shape not in (own, own[::-1]):
             raise EdgeIQAError(f"QAT: layer {name} (weight {own}) does not match ONNX input {tensor} (weight {shape})")
+        if module.bias is not None and not holds_bias:
+            module.bias.requires_grad_(False)
         pairs.append((name, module, tensor))
     return pairs
 
@@ -264,7 +282,8 @@ def write_learned_ranges(cache: Path, learned: dict[str, tuple[float, float]]) -
 
 class FakeQuantized:
     """``model`` (BatchNorm folded) with a fake quant on every Conv/Gemm input and weight, initialised
-    from the PTQ ranges in ``cache`` of the model's ONNX graph ``graph``."""
+    from the PTQ ranges in ``cache`` of the model's ONNX graph ``graph``. Layers that read one tensor
+    share its fake quant, as the graph quantizes that tensor once."""
 
     def __init__(self, model: nn.Module, graph: Path, cache: Path, fmt: str, weight_bits: int = 7):
         from torch.nn.utils import parametrize
@@ -275,16 +294,18 @@ class FakeQuantized:
         ranges = read_ranges(cache)
         self.model = model
         self.pairs = match_layers(weighted_layers(model, example_inputs(model.config)), graph_weighted_inputs(graph))
-        self.quantizers = nn.ModuleList()
+        self.by_tensor: dict[str, ActivationFakeQuant] = {}
         self.handles = []
         for _, module, tensor in self.pairs:
             if tensor not in ranges:
                 raise EdgeIQAError(f"QAT: the calibration has no range for ONNX tensor {tensor}")
-            fq = ActivationFakeQuant(*ranges[tensor], act_qmin, act_qmax, symmetric)
-            self.quantizers.append(fq)
+            fq = self.by_tensor.get(tensor)
+            if fq is None:
+                fq = self.by_tensor[tensor] = ActivationFakeQuant(*ranges[tensor], act_qmin, act_qmax, symmetric)
             self.handles.append(module.register_forward_pre_hook(lambda m, args, fq=fq: (fq(args[0]), *args[1:])))
             parametrize.register_parametrization(module, "weight", WeightFakeQuant(weight_qmax))
-        self.initial = {t: q.learned_range() for (_, _, t), q in zip(self.pairs, self.quantizers)}
+        self.quantizers = nn.ModuleList(self.by_tensor.values())
+        self.initial = self.learned_ranges()
         self._trained = nn.ModuleDict({"model": model, "quantizers": self.quantizers})
 
     def parameters(self):
@@ -298,7 +319,7 @@ class FakeQuantized:
         self._trained.load_state_dict(state)
 
     def learned_ranges(self) -> dict[str, tuple[float, float]]:
-        return {t: q.learned_range() for (_, _, t), q in zip(self.pairs, self.quantizers)}
+        return {t: q.learned_range() for t, q in self.by_tensor.items()}
 
     def release(self) -> nn.Module:
         """The fine-tuned float model, fake quant removed (its latent weights; the quantizer re-rounds them)."""
@@ -315,12 +336,28 @@ def _copied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-def finetune(fake: FakeQuantized, teacher: nn.Module, paths: Sequence[str | Path], qat: QATConfig,
+def training_views(items: Sequence, config, batch_size: int):
+    """View batches of photo paths (``iter_view_batches``) or of bursts (``export.burst.burst_batches``)."""
+    if config.burst is not None:
+        from export.burst import burst_batches
+
+        for done, views, _ in burst_batches(items, config, batch_size):
+            if done:
+                yield views
+        return
+    from edge_iqa.scoring import iter_view_batches
+
+    for views, done, _ in iter_view_batches(items, config, batch_size):
+        if done:
+            yield views
+
+
+def finetune(fake: FakeQuantized, teacher: nn.Module, paths: Sequence, qat: QATConfig,
              progress=None, after_epoch=None) -> list[dict[str, float]]:
-    """``qat.epochs`` epochs of kd_mse (score units of the range) between the fake-quant model and ``teacher``.
+    """``qat.epochs`` epochs of kd_mse (score units of the range) between the fake-quant model and ``teacher``,
+    on photo paths or (burst models, their every-task scores) bursts.
     ``after_epoch(entry)`` is called after each epoch with its history entry (to keep the state)."""
     from distill.losses import LossInputs, get_loss
-    from edge_iqa.scoring import iter_view_batches
 
     config = teacher.config
     low, span = config.score_range[0], config.score_range[1] - config.score_range[0]
@@ -333,9 +370,7 @@ def finetune(fake: FakeQuantized, teacher: nn.Module, paths: Sequence[str | Path
     for epoch in range(qat.epochs):
         order = [paths[i] for i in rng.permutation(len(paths))][: qat.max_images or None]
         total, batches, start = 0.0, 0, time.perf_counter()
-        for views, done, _ in iter_view_batches(order, config, qat.batch_size):
-            if not done:
-                continue
+        for views in training_views(order, config, qat.batch_size):
             tensors = [torch.from_numpy(v) for v in views]
             with torch.no_grad():
                 target = (teacher(*tensors) - low) / span
@@ -344,7 +379,7 @@ def finetune(fake: FakeQuantized, teacher: nn.Module, paths: Sequence[str | Path
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, batches = total + float(loss), batches + 1
+            total, batches = total + float(loss.detach()), batches + 1
         if batches == 0:
             raise EdgeIQAError("QAT: no training image could be decoded")
         history.append({"epoch": epoch + 1, "kd_mse": total / batches, "batches": batches,
@@ -386,28 +421,28 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
     """
     import tempfile
 
-    from edge_iqa.data.manifest import read_manifest
     from edge_iqa.model import example_inputs
     from export.calibration import calibrate
     from export.fold import fold_batchnorm
     from export.onnx import torch2onnx
-    from export.quantize import ViewCalibrationReader, calibration_paths
 
-    if model.config.burst is not None:
-        # the burst fixture's ONNX graph has 69 Conv/Gemm/MatMul nodes for 67 conv/linear modules, so one fake
-        # quant per module does not map onto its Q/DQ points one to one; not worked out yet
-        raise EdgeIQAError("QAT of burst models is not built yet; export them with edge-iqa export (PTQ)")
+    burst = model.config.burst is not None
+    if burst and qat.format == "coreml":
+        raise EdgeIQAError("QAT of burst models exports onnx and tensorrt; for CoreML W8A8 of a burst model use "
+                           "edge-iqa export (PTQ)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if qat.format == "coreml":
         return coreml_qat_export(model, data, out, qat, progress=progress, ptq_beside=ptq_beside)
     teacher = model.float().cpu().eval()
+    if burst:  # trained and matched on what the graph outputs: every task's (B, n_tasks, T) scores
+        from edge_iqa.burst_model import AllTaskScores
+
+        teacher = AllTaskScores(teacher).eval()
     student = fold_batchnorm(copy.deepcopy(teacher), example_inputs(teacher.config))
-    train = [r.path for r in read_manifest(data, split="train")]
-    if not train:
-        raise EdgeIQAError(f"{data}: no train split to fine-tune on")
+    train = _training_items(data, teacher.config)
     selection = selection_split(teacher.config, data, qat)  # before any work: a missing split fails at once
-    reader = ViewCalibrationReader(teacher.config, calibration_paths(data, "train", qat.calib_images))
+    reader = _calibration_reader(teacher.config, data, qat)
     with tempfile.TemporaryDirectory(prefix="edge-iqa-qat-") as tmp:
         graph = torch2onnx(student, Path(tmp) / "fp32.onnx", node_scopes=True)
         ptq_cache = calibrate(graph, reader, out / "calibration_ptq.json", method=qat.calib_method,
@@ -442,6 +477,32 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
         artifact = _export_tuned(tuned, tuned_graph, int8, cache, reader, out, qat, record)
     artifact.ptq = as_artifact(ptq, teacher.config, qat, [ptq], {}) if ptq else None
     return artifact, record
+
+
+def _training_items(data: str | Path, config) -> list:
+    """The train split: image paths, or bursts for a burst model."""
+    if config.burst is not None:
+        from export.burst import read_bursts
+
+        items = read_bursts(data, "train")
+    else:
+        from edge_iqa.data.manifest import read_manifest
+
+        items = [r.path for r in read_manifest(data, split="train")]
+    if not items:
+        raise EdgeIQAError(f"{data}: no train split to fine-tune on")
+    return items
+
+
+def _calibration_reader(config, data: str | Path, qat: QATConfig):
+    """The PTQ calibration that QAT starts from, as ``edge-iqa export`` reads it (images or whole bursts)."""
+    if config.burst is not None:
+        from export.burst import BurstCalibrationReader, calibration_bursts
+
+        return BurstCalibrationReader(config, calibration_bursts(data, "train", qat.calib_images))
+    from export.quantize import ViewCalibrationReader, calibration_paths
+
+    return ViewCalibrationReader(config, calibration_paths(data, "train", qat.calib_images))
 
 
 def _check_same_scores(model: nn.Module, graph: Path, atol: float = 1e-4) -> None:
@@ -549,7 +610,6 @@ def coreml_qat_export(model: nn.Module, data: str | Path, out: Path, qat: QATCon
     )
     from torch.ao.quantization import disable_fake_quant, disable_observer, enable_fake_quant
 
-    from edge_iqa.data.manifest import read_manifest
     from edge_iqa.model import example_inputs
     from export.coreml import _quiet, fixed_arity
     from export.fold import fold_batchnorm
@@ -583,9 +643,7 @@ def coreml_qat_export(model: nn.Module, data: str | Path, out: Path, qat: QATCon
         ptq = build_coreml(teacher, export, out / "ptq", None, meta, calibrated=calibrated)
     prepared.apply(enable_fake_quant)  # observers stay on: they track the fine-tuned activations
     trainable = _Trainable(_PreparedNet(prepared, teacher.config))
-    train = [r.path for r in read_manifest(data, split="train")]
-    if not train:
-        raise EdgeIQAError(f"{data}: no train split to fine-tune on")
+    train = _training_items(data, teacher.config)
     states = [(0, trainable.state())] if selection else []
     history = finetune(trainable, teacher, train, qat, progress,
                        after_epoch=(lambda e: states.append((e["epoch"], trainable.state()))) if selection else None)

@@ -153,7 +153,7 @@ def test_qat_repairs_a_deliberately_bad_calibration(export_fixture, tmp_path):
         reader = ViewCalibrationReader(student.config, calibration_paths(data, "train", 16))
     cache = calibrate(graph, reader, tmp_path / "c.json")
     ranges = read_ranges(cache)
-    write_learned_ranges(cache, {t: (lo / 8, hi / 8) for t, _ in graph_weighted_inputs(graph)
+    write_learned_ranges(cache, {t: (lo / 8, hi / 8) for t, *_ in graph_weighted_inputs(graph)
                                  for lo, hi in [ranges[t]]})
     fake = FakeQuantized(folded, graph, cache, "onnx")
     val = [r.path for r in read_manifest(data, split="val")]
@@ -223,3 +223,37 @@ def test_qat_without_its_selection_split_fails_before_any_work(export_fixture, t
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edge-iqa qat: error")]
     assert code != 0 and len(errors) == 1 and "qat --select-split" in errors[0] and "'val'" in errors[0]
     assert not (out / "calibration_ptq.json").exists()
+
+
+def test_qat_of_a_burst_model(tmp_path):
+    """The burst fixture: one fake quant per conv/linear module of every task's forward; the attention's
+    activation × activation MatMuls (one per task) are no module's and keep their PTQ ranges; its INT8
+    graph keeps the burst contract and parity runs with the burst metrics. CoreML burst QAT is refused."""
+    import onnx
+
+    from edge_iqa.errors import EdgeIQAError
+    from export.onnx import torch2onnx
+    from export.pipeline import check_parity
+    from export.qat import QATConfig, qat_export, weighted_nodes
+    from golden_fixtures import fixture_module, fixture_student, rebuilt_data
+
+    module = fixture_module("make_burst_fixture")
+    student, data = fixture_student(module), rebuilt_data(module, tmp_path / "data")
+    graph = onnx.load(str(torch2onnx(student, tmp_path / "fp32.onnx"))).graph
+    matmuls = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    with pytest.warns(UserWarning):
+        artifact, record = qat_export(student, data, tmp_path / "onnx",
+                                      QATConfig(format="onnx", epochs=1, max_images=8, batch_size=4, calib_images=64))
+    weighted = weighted_nodes(graph)  # one per conv/linear module; two linears read one tensor: one fake quant
+    assert len(weighted) == len(matmuls) - len(student.config.burst.tasks)
+    assert record["quantizers"] == len({n.input[0] for n in weighted}) < len(weighted)
+    assert record["epochs"][0]["batches"] == 2 and [c["epoch"] for c in record["selection"]["candidates"]] == [0, 1]
+    assert [o.name for o in onnx.load(str(artifact.path)).graph.output] == ["scores"]
+    report, _ = check_parity(artifact, student, data, split=module.CHECK_SPLIT)
+    detail = next(c for c in report["checks"] if c["name"] == "accuracy")["detail"]
+    assert detail["burst"] and -1.0 <= detail["mean_burst_spearman"] <= 1.0
+    with pytest.raises(EdgeIQAError, match="QAT of burst models exports onnx and tensorrt"):
+        qat_export(student, data, tmp_path / "coreml", QATConfig(format="coreml"))
+    print(f"burst QAT on the fixture ({module.CHECK_SPLIT}): mean per-burst Spearman vs FP32 "
+          f"{detail['mean_burst_spearman']:.4f}, chosen epoch {record['selection']['chosen_epoch']} of "
+          + ", ".join(f"{c['epoch']}: {c['spearman_vs_fp32']:.4f}" for c in record["selection"]["candidates"]))
