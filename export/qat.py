@@ -36,6 +36,13 @@ The fake quant reproduces each target's scheme (the grids of ONNX Runtime's ``co
   and weights int8 [-127, 127], zero points 0. The fake quant sits exactly where the graph has
   its Q/DQ pairs, so nothing is left to PTQ.
 
+A burst model (:mod:`edge_iqa.burst_model`) is fine-tuned and matched through
+:class:`~edge_iqa.burst_model.AllTaskScores`, the module its graph is exported from: every task's
+scores on whole training bursts. Only what :func:`write_weights` puts back into the graph is
+trained (conv/linear weights and the biases their nodes hold; LayerNorms stay as they are), two
+linears that read one tensor share its fake quant, and the attention's activation × activation
+MatMuls, which belong to no module, keep their PTQ ranges. CoreML QAT of burst models is not built.
+
 Activation step sizes are learned with LSQ (Esser et al., "Learned Step Size Quantization",
 ICLR 2020: gradient through the rounding, scaled by 1/sqrt(N·Qp)); zero points stay at their PTQ
 values; weight scales follow the weights (max |w| per channel / Qp, which is what the quantizer
@@ -296,6 +303,10 @@ class FakeQuantized:
         self.pairs = match_layers(weighted_layers(model, example_inputs(model.config)), graph_weighted_inputs(graph))
         self.by_tensor: dict[str, ActivationFakeQuant] = {}
         self.handles = []
+        written = {id(p) for _, module, _ in self.pairs for p in (module.weight, module.bias) if p is not None
+                   and (p is module.weight or p.requires_grad)}
+        for parameter in model.parameters():  # only what write_weights puts into the graph is trained
+            parameter.requires_grad_(id(parameter) in written)
         for _, module, tensor in self.pairs:
             if tensor not in ranges:
                 raise EdgeIQAError(f"QAT: the calibration has no range for ONNX tensor {tensor}")
@@ -309,7 +320,7 @@ class FakeQuantized:
         self._trained = nn.ModuleDict({"model": model, "quantizers": self.quantizers})
 
     def parameters(self):
-        return list(self.model.parameters()) + list(self.quantizers.parameters())
+        return [p for p in self.model.parameters() if p.requires_grad] + list(self.quantizers.parameters())
 
     def state(self) -> dict[str, torch.Tensor]:
         """A copy of all that fine-tuning changes (latent weights, biases, step sizes), for :meth:`load_state`."""

@@ -100,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _versus(qat_checks, ptq_report: dict) -> dict:
+    """QAT's and PTQ's accuracy figures side by side (a burst model's: mean per-burst Spearman)."""
     qat = next(c for c in qat_checks if c.name == "accuracy").detail
     ptq = next(c for c in ptq_report["checks"] if c["name"] == "accuracy")["detail"]
-    return {"qat_spearman_vs_fp32": qat["spearman_vs_fp32"], "ptq_spearman_vs_fp32": ptq["spearman_vs_fp32"],
-            "qat_srcc_drop": qat["srcc_drop"], "ptq_srcc_drop": ptq["srcc_drop"],
-            "qat_beats_ptq": bool(qat["spearman_vs_fp32"] > ptq["spearman_vs_fp32"])}
+    metric = "mean_burst_spearman" if qat.get("burst") else "spearman_vs_fp32"
+    keys = [metric] if qat.get("burst") else [metric, "srcc_drop"]
+    versus = {f"{who}_{key}": detail[key] for key in keys for who, detail in (("qat", qat), ("ptq", ptq))}
+    return {**versus, "qat_beats_ptq": bool(qat[metric] > ptq[metric])}
