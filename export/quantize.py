@@ -36,7 +36,10 @@ One graph cannot serve both targets, so there are two flavours:
   gave Spearman 0.879 against FP32 on its calibration images where 8-bit gave 0.994 (same
   ranges, same layout), so ``weight_bits=8`` (``export --cpu-weight-bits 8``) builds the
   full-range graph for the machines that accumulate in int32 (x86 with VNNI, ARM64);
-  :mod:`edge_iqa.runtimes.onnxruntime` warns when such a graph is loaded on a core without VNNI.
+  :mod:`edge_iqa.runtimes.onnxruntime` warns when such a graph is loaded on a core without VNNI,
+  where that seed's 8-bit graph fell to Spearman 0.931 under AVX2 emulation
+  (``benchmarks/results/int8_kernel_families_s2.md``; its TensorRT-flavour graph, which the fixture
+  scored identically on both families, differed there by up to 0.012).
   S8S8 and U8U8 graphs, which avoid the saturation too, ran 10× and 26× slower than U8S8 in
   ONNX Runtime on the same student (``benchmarks/results/int8_weight_schemes_s2.md``).
 
