@@ -40,7 +40,7 @@ One graph cannot serve both targets, so there are two flavours:
   where that seed's 8-bit graph fell to Spearman 0.931 under AVX2 emulation
   (``benchmarks/results/int8_kernel_families_s2.md``; its TensorRT-flavour graph, which the fixture
   scored identically on both families, differed there by up to 0.012).
-  S8S8 and U8U8 graphs, which avoid the saturation too, ran 10× and 26× slower than U8S8 in
+  S8S8 and U8U8 graphs, the other schemes ONNX Runtime offers, ran 10× and 26× slower than U8S8 in
   ONNX Runtime on the same student (``benchmarks/results/int8_weight_schemes_s2.md``).
 
 Ranges are computed once per (graph, images, method) and cached in a JSON file, so every
