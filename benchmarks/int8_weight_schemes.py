@@ -8,7 +8,7 @@ and each scheme built by ONNX Runtime's ``quantize_static`` from the same FP32 g
 graph on the calibration images and on the test split, and the median latency of one image at
 the model's input, 1 thread, interleaved rounds. It shows what the 7th weight bit costs (the
 default 7-bit weights give the same scores on every x86 CPU, see ``int8_kernel_families.py``) and
-why the schemes that avoid AVX2's saturation without it (S8S8, U8U8) are not used.
+why ONNX Runtime's other schemes (S8S8, U8U8) are not used.
 Writes ``benchmarks/results/NAME.{json,md}``.
 """
 
