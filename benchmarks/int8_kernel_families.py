@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from edge_iqa.bench import cpu_name, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -94,17 +95,6 @@ def score(work: Path, tag: str) -> None:
     np.savez(work / f"scores_{tag}.npz", **out)
 
 
-def _cpu_name() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-def _has_vnni() -> bool:
-    return "avx512_vnni" in Path("/proc/cpuinfo").read_text() or "avx_vnni" in Path("/proc/cpuinfo").read_text()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "kernel_families")
@@ -144,7 +134,7 @@ def main() -> int:
 
     record = {
         "command": "python benchmarks/int8_kernel_families.py" + "".join(f" {a}" for a in sys.argv[1:]),
-        "native_cpu": _cpu_name(), "native_has_vnni": _has_vnni(),
+        "native_cpu": cpu_name(), "native_has_vnni": machine()["vnni"],
         "emulated_cpu": f"{args.cpu} under {qemu_version} (AVX2, no VNNI)",
         "onnxruntime": onnxruntime.__version__, "n_images": int(len(fp32)), "rows": rows,
     }

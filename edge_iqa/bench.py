@@ -183,18 +183,21 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products that accumulate in int32
+
+
 def int8_sums_saturate() -> bool:
     """Whether ONNX Runtime's U8S8 kernels here add u8×s8 pairs into a saturating int16: x86-64 without
     VNNI (AVX2 ``vpmaddubsw``). VNNI cores and ARM64 accumulate in int32."""
     flags = cpu_flags()
     return platform.machine().lower() in ("x86_64", "amd64") and bool(flags) and not (
-        flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+        flags & set(INT8_DOT_FLAGS))
 
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, the int8 dot-product instructions, load."""
     flags = cpu_flags()
-    vnni = sorted(f for f in flags if f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    vnni = sorted(f for f in flags if f in INT8_DOT_FLAGS)
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:

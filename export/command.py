@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 
-from export.formats import CALIB_METHODS, CPU_LAYOUTS, FORMATS
+from export.formats import CALIB_METHODS, CPU_LAYOUTS, CPU_WEIGHT_BITS, FORMATS
 
 HELP = "export a checkpoint to ONNX, TensorRT, CoreML or ExecuTorch (FP32/FP16/INT8) and check it against PyTorch"
 
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-layout", default="qoperator",
                         help=f"int8 ONNX for CPU: {', '.join(CPU_LAYOUTS)} (default qoperator; auto = time both "
                              "here and keep the faster, so the artifact depends on this machine)")
-    parser.add_argument("--cpu-weight-bits", type=int, default=7, choices=(7, 8),
+    parser.add_argument("--cpu-weight-bits", type=int, default=7, choices=CPU_WEIGHT_BITS,
                         help="int8 ONNX for CPU: 7-bit weights (default: the same scores on every x86-64 CPU) or 8 "
                              "(more accurate; exact on x86 with VNNI and on ARM64, saturates on AVX2-only cores)")
     parser.add_argument("--float-layer", action="append", default=[], metavar="NODE",

@@ -152,16 +152,10 @@ def topological_sort(graph) -> None:
 
 def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path, calib, flavour: str) -> dict:
     from export.quantize import (
-        AUTO, ViewCalibrationReader, calibration_paths, quantize_for_cpu, quantize_onnx, resolve_float_layers,
-        search_float_layers,
+        AUTO, calibration_reader, quantize_for_cpu, quantize_onnx, resolve_float_layers, search_float_layers,
     )
 
-    if config.burst is not None:
-        from export.burst import BurstCalibrationReader, calibration_bursts
-
-        reader = BurstCalibrationReader(config, calibration_bursts(calib, export.calib_split, export.calib_images))
-    else:
-        reader = ViewCalibrationReader(config, calibration_paths(calib, export.calib_split, export.calib_images))
+    reader = calibration_reader(config, calib, export.calib_split, export.calib_images)
     cache = path.with_name(f"calibration_{export.calib_method}.json")
     if cache.exists():
         cache.unlink()  # ranges of an earlier run in this folder may come from other images
@@ -329,21 +323,16 @@ def _choose_w8a8(model, config: ModelConfig, export: ExportConfig, calib, batche
 
 
 def _calib_tensors(config: ModelConfig, export: ExportConfig, calib) -> Iterator[tuple[torch.Tensor, ...]]:
-    from edge_iqa.scoring import iter_view_batches
-    from export.quantize import calibration_paths
+    from export.quantize import calibration_paths, view_batches
 
     if config.burst is not None:  # whole bursts, (B, T, 3, H, W) per view
-        from export.burst import burst_batches, calibration_bursts
+        from export.burst import calibration_bursts
 
-        for done, views, _ in burst_batches(calibration_bursts(calib, export.calib_split, export.calib_images), config):
-            if done:
-                yield tuple(torch.from_numpy(v) for v in views)
-        return
-
-    paths = calibration_paths(calib, export.calib_split, export.calib_images)
-    for views, done, _ in iter_view_batches(paths, config, batch_size=8):
-        if done:
-            yield tuple(torch.from_numpy(v) for v in views)
+        items = calibration_bursts(calib, export.calib_split, export.calib_images)
+    else:
+        items = calibration_paths(calib, export.calib_split, export.calib_images)
+    for views, _ in view_batches(items, config):
+        yield tuple(torch.from_numpy(v) for v in views)
 
 
 # --------------------------------------------------------------------------- ExecuTorch

@@ -81,7 +81,7 @@ import torch
 from torch import nn
 
 from edge_iqa.errors import EdgeIQAError
-from export.formats import QAT_FORMATS, QAT_SELECT_SPLITS
+from export.formats import CPU_WEIGHT_BITS, QAT_FORMATS, QAT_SELECT_SPLITS
 
 QAT_CONFIG_VERSION = 2  # 2: select_split (1: always the last epoch)
 # (activation qmin, qmax, symmetric), weight qmax: ONNX Runtime's grids for each flavour
@@ -120,7 +120,7 @@ class QATConfig:
         if self.calib_method not in ("minmax", "percentile", "entropy", "quantile"):
             raise EdgeIQAError(f"qat --calib-method {self.calib_method}: the PTQ ranges QAT starts from come from "
                                "minmax, percentile, entropy or quantile")
-        if self.cpu_weight_bits not in (7, 8) or (self.cpu_weight_bits == 8 and self.format != "onnx"):
+        if self.cpu_weight_bits not in CPU_WEIGHT_BITS or (self.cpu_weight_bits == 8 and self.format != "onnx"):
             raise EdgeIQAError("qat --cpu-weight-bits is 7 or 8, and 8 only with --format onnx")
         if self.select_split not in QAT_SELECT_SPLITS:
             raise EdgeIQAError(f"qat --select-split {self.select_split}: one of {', '.join(QAT_SELECT_SPLITS)}")
@@ -249,20 +249,15 @@ def trained_weight(module: nn.Module) -> torch.Tensor:
 
 def match_layers(layers: list[tuple[str, nn.Module]], graph_inputs: list[tuple[str, tuple[int, ...], bool]]
                  ) -> list[tuple[str, nn.Module, str]]:
-    """(module name, module, ONNX input tensor) pairs; the i-th weighted layer of each, checked by shape.
-
-    A linear on a 3-D input exports as MatMul + Add, its bias in the Add: that bias is not written
-    back (:func:`write_weights`), so it is frozen here."""
+    """(module name, module, ONNX input tensor) pairs; the i-th weighted layer of each, checked by shape."""
     if len(layers) != len(graph_inputs):
         raise EdgeIQAError(f"QAT: the model calls {len(layers)} conv/linear layers, its ONNX graph has "
                            f"{len(graph_inputs)} Conv/Gemm nodes; cannot match its quantizers")
     pairs = []
-    for (name, module), (tensor, shape, holds_bias) in zip(layers, graph_inputs):
+    for (name, module), (tensor, shape, _) in zip(layers, graph_inputs):
         own = tuple(module.weight.shape)
         if shape not in (own, own[::-1]):
             raise EdgeIQAError(f"QAT: layer {name} (weight {own}) does not match ONNX input {tensor} (weight {shape})")
-        if module.bias is not None and not holds_bias:
-            module.bias.requires_grad_(False)
         pairs.append((name, module, tensor))
     return pairs
 
@@ -300,12 +295,15 @@ class FakeQuantized:
         (act_qmin, act_qmax, symmetric), weight_qmax = scheme(fmt, weight_bits)
         ranges = read_ranges(cache)
         self.model = model
-        self.pairs = match_layers(weighted_layers(model, example_inputs(model.config)), graph_weighted_inputs(graph))
+        inputs = graph_weighted_inputs(graph)
+        self.pairs = match_layers(weighted_layers(model, example_inputs(model.config)), inputs)
         self.by_tensor: dict[str, ActivationFakeQuant] = {}
         self.handles = []
-        written = {id(p) for _, module, _ in self.pairs for p in (module.weight, module.bias) if p is not None
-                   and (p is module.weight or p.requires_grad)}
-        for parameter in model.parameters():  # only what write_weights puts into the graph is trained
+        # only what write_weights puts into the graph is trained: every weight, and the biases their nodes
+        # hold (a linear on a 3-D input exports as MatMul + Add, its bias in the Add); LayerNorms stay
+        written = {id(m.weight) for _, m, _ in self.pairs} | {
+            id(m.bias) for (_, m, _), (_, _, holds_bias) in zip(self.pairs, inputs) if holds_bias and m.bias is not None}
+        for parameter in model.parameters():
             parameter.requires_grad_(id(parameter) in written)
         for _, module, tensor in self.pairs:
             if tensor not in ranges:
@@ -347,28 +345,13 @@ def _copied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-def training_views(items: Sequence, config, batch_size: int):
-    """View batches of photo paths (``iter_view_batches``) or of bursts (``export.burst.burst_batches``)."""
-    if config.burst is not None:
-        from export.burst import burst_batches
-
-        for done, views, _ in burst_batches(items, config, batch_size):
-            if done:
-                yield views
-        return
-    from edge_iqa.scoring import iter_view_batches
-
-    for views, done, _ in iter_view_batches(items, config, batch_size):
-        if done:
-            yield views
-
-
 def finetune(fake: FakeQuantized, teacher: nn.Module, paths: Sequence, qat: QATConfig,
              progress=None, after_epoch=None) -> list[dict[str, float]]:
     """``qat.epochs`` epochs of kd_mse (score units of the range) between the fake-quant model and ``teacher``,
     on photo paths or (burst models, their every-task scores) bursts.
     ``after_epoch(entry)`` is called after each epoch with its history entry (to keep the state)."""
     from distill.losses import LossInputs, get_loss
+    from export.quantize import view_batches
 
     config = teacher.config
     low, span = config.score_range[0], config.score_range[1] - config.score_range[0]
@@ -381,7 +364,7 @@ def finetune(fake: FakeQuantized, teacher: nn.Module, paths: Sequence, qat: QATC
     for epoch in range(qat.epochs):
         order = [paths[i] for i in rng.permutation(len(paths))][: qat.max_images or None]
         total, batches, start = 0.0, 0, time.perf_counter()
-        for views in training_views(order, config, qat.batch_size):
+        for views, _ in view_batches(order, config, qat.batch_size):
             tensors = [torch.from_numpy(v) for v in views]
             with torch.no_grad():
                 target = (teacher(*tensors) - low) / span
@@ -436,6 +419,7 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
     from export.calibration import calibrate
     from export.fold import fold_batchnorm
     from export.onnx import torch2onnx
+    from export.quantize import calibration_reader
 
     burst = model.config.burst is not None
     if burst and qat.format == "coreml":
@@ -453,7 +437,7 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
     student = fold_batchnorm(copy.deepcopy(teacher), example_inputs(teacher.config))
     train = _training_items(data, teacher.config)
     selection = selection_split(teacher.config, data, qat)  # before any work: a missing split fails at once
-    reader = _calibration_reader(teacher.config, data, qat)
+    reader = calibration_reader(teacher.config, data, "train", qat.calib_images)  # as edge-iqa export reads it
     with tempfile.TemporaryDirectory(prefix="edge-iqa-qat-") as tmp:
         graph = torch2onnx(student, Path(tmp) / "fp32.onnx", node_scopes=True)
         ptq_cache = calibrate(graph, reader, out / "calibration_ptq.json", method=qat.calib_method,
@@ -503,17 +487,6 @@ def _training_items(data: str | Path, config) -> list:
     if not items:
         raise EdgeIQAError(f"{data}: no train split to fine-tune on")
     return items
-
-
-def _calibration_reader(config, data: str | Path, qat: QATConfig):
-    """The PTQ calibration that QAT starts from, as ``edge-iqa export`` reads it (images or whole bursts)."""
-    if config.burst is not None:
-        from export.burst import BurstCalibrationReader, calibration_bursts
-
-        return BurstCalibrationReader(config, calibration_bursts(data, "train", qat.calib_images))
-    from export.quantize import ViewCalibrationReader, calibration_paths
-
-    return ViewCalibrationReader(config, calibration_paths(data, "train", qat.calib_images))
 
 
 def _check_same_scores(model: nn.Module, graph: Path, atol: float = 1e-4) -> None:

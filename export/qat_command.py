@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from export.formats import QAT_FORMATS, QAT_SELECT_SPLITS  # torch-free: the CLI parses before torch loads
+from export.formats import CPU_WEIGHT_BITS, QAT_FORMATS, QAT_SELECT_SPLITS  # torch-free: the CLI parses before torch loads
 
 HELP = "fine-tune a checkpoint through INT8 fake quantization (QAT) and export it (ONNX Runtime, TensorRT or CoreML)"
 
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                  "entropy, quantile)")
     parser.add_argument("--calib-images", type=positive_int, default=256)
     parser.add_argument("--percentile", type=float, default=99.999)
-    parser.add_argument("--cpu-weight-bits", type=int, default=7, choices=(7, 8),
+    parser.add_argument("--cpu-weight-bits", type=int, default=7, choices=CPU_WEIGHT_BITS,
                         help="--format onnx: 7-bit weights (default, same scores on every x86-64 CPU) or 8 (exact on "
                              "VNNI and ARM64; see edge-iqa export --cpu-weight-bits)")
     parser.add_argument("--select-split", default="val", choices=QAT_SELECT_SPLITS,

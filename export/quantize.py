@@ -110,6 +110,33 @@ class ViewCalibrationReader:
         return self._iterate()
 
 
+def view_batches(items: Sequence, config: ModelConfig, batch_size: int = 8) -> Iterator[tuple[list[np.ndarray], list[int]]]:
+    """(view arrays, indices of the items batched) of photo paths, or of bursts for a burst model
+    (``export.burst.burst_batches``); items that give no views are left out."""
+    if config.burst is not None:
+        from export.burst import burst_batches
+
+        for done, views, _ in burst_batches(items, config, batch_size):
+            if done:
+                yield views, done
+        return
+    from edge_iqa.scoring import iter_view_batches
+
+    for views, done, _ in iter_view_batches(items, config, batch_size):
+        if done:
+            yield views, done
+
+
+def calibration_reader(config: ModelConfig, data: str | Path, split: str, limit: int):
+    """The calibration reader ``edge-iqa export`` and ``edge-iqa qat`` calibrate with: at most ``limit``
+    images of ``split``, or whole bursts holding at most ``limit`` frames for a burst model."""
+    if config.burst is not None:
+        from export.burst import BurstCalibrationReader, calibration_bursts
+
+        return BurstCalibrationReader(config, calibration_bursts(data, split, limit))
+    return ViewCalibrationReader(config, calibration_paths(data, split, limit))
+
+
 def calibration_paths(data: str | Path, split: str, limit: int) -> list[Path]:
     """Up to ``limit`` image paths of ``split`` (``all`` = every split), evenly spread over the split."""
     from edge_iqa.data.manifest import read_manifest
@@ -579,15 +606,6 @@ class SelectionSplit:
 
     def _batches(self) -> Iterator[tuple[dict[str, np.ndarray], list[int]]]:
         names = input_names(self.config)
-        if self.burst:
-            from export.burst import burst_batches
-
-            for done, views, _ in burst_batches(self.items, self.config, self.batch_size):
-                if done:
-                    yield {n: np.ascontiguousarray(v, dtype=np.float32) for n, v in zip(names, views)}, done
-            return
-        from edge_iqa.scoring import iter_view_batches
-
-        for views, done, _ in iter_view_batches([r.path for r in self.items], self.config, self.batch_size):
-            if done:
-                yield {n: np.ascontiguousarray(v, dtype=np.float32) for n, v in zip(names, views)}, done
+        items = self.items if self.burst else [r.path for r in self.items]
+        for views, done in view_batches(items, self.config, self.batch_size):
+            yield {n: np.ascontiguousarray(v, dtype=np.float32) for n, v in zip(names, views)}, done
