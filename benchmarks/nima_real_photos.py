@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/nima_real_photos.py [--epochs 8] [--seeds 0 1 2]
         [--students demo-student-mobilenetv2 demo-student-efficientnet-lite0] [--inits imagenet random]
+        [--loss head_mse=1 ...] [--crops K]
 
 The teacher is NIMA (Talebi & Milanfar, "NIMA: Neural Image Assessment", IEEE TIP 2018): a
 MobileNetV1 trained on the AVA human ratings (``../shared/weights``; :mod:`edge_iqa.nima`).
@@ -17,6 +18,10 @@ Everything runs through the ``edge-iqa`` CLI and every command is recorded:
    of every image becomes its label (the SSIM labels are dropped);
 4. ``edge-iqa distill --teacher nima.pt`` of each student (MobileNetV2, EfficientNet-Lite0) per
    seed, the same recipe: from ImageNet weights (``--weights-dir``) and from random init;
+   ``--loss`` adds terms to the default losses (``head_mse=1``: NIMA's pooled 1024-d features,
+   FitNets-style through a learned projection); ``--crops K`` adds K random crops of every
+   *training* photo, each with one random variant of the recipe, as ``--unlabeled`` images
+   that NIMA labels (more compositions for the teacher to judge; val and test photos untouched);
 5. from each run's ``metrics.json``: test SRCC / PLCC against NIMA's scores on the held-out
    photos; MACs at 3840×2160 of the UHD presets and of NIMA.
 
@@ -77,6 +82,17 @@ def gather_photos(folder: Path, kodak: Path) -> dict[str, int]:
     return counts
 
 
+def training_crops(data: Path, photos: Path, out: Path, per_photo: int, max_side: int = 256) -> int:
+    """:func:`edge_iqa.data.synth.write_crop_variants` of every training-split photo (full size,
+    from ``photos``) into ``out``; returns how many images."""
+    from edge_iqa.data.manifest import read_manifest
+    from edge_iqa.data.synth import write_crop_variants
+
+    train = {r.extra["ref"] for r in read_manifest(data) if r.split == "train"}
+    originals = {p.stem: p for p in photos.iterdir() if p.stem in train}
+    return len(write_crop_variants(originals, out, per_photo, max_side))
+
+
 def run(argv: list[str], log: Path, env: dict[str, str]) -> float:
     print(f"  [run ] {shlex.join(argv)}", flush=True)
     started = time.time()
@@ -115,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--weights", type=Path, default=SHARED / "weights")
     parser.add_argument("--kodak", type=Path, default=SHARED / "photos" / "kodak24")
+    parser.add_argument("--loss", action="append", default=[], metavar="NAME=WEIGHT",
+                        help="a loss term added to distill's defaults (repeat), e.g. head_mse=1")
+    parser.add_argument("--crops", type=int, default=0, metavar="K",
+                        help="K random crops of every training photo as unlabeled images NIMA labels")
     parser.add_argument("--name", default="nima_real_photos", help="results file stem in benchmarks/results")
     args = parser.parse_args(argv)
     nima_file = args.weights / "nima_aesthetic_ava_mobilenetv1_100.pth"
@@ -143,16 +163,25 @@ def main(argv: list[str] | None = None) -> int:
     step(["edge-iqa", "pseudo-label", str(nima), str(data / "images"), "--out", str(labels), "--overwrite",
           "--batch-size", "32"])
     splits = relabel_with_nima(data, labels)
+    extra: list[str] = []
+    for term in args.loss:
+        extra += ["--loss", term]
+    if extra:
+        extra = ["--loss", "mse=1", "--loss", "plcc=0.5", "--loss", "kd_mse=1", *extra]
+    crops = training_crops(data, photos, work / f"crops{args.crops}", args.crops) if args.crops else 0
+    if crops:
+        extra += ["--unlabeled", str(work / f"crops{args.crops}")]
+    recipe = "".join(f"_{t.replace('=', '')}" for t in args.loss) + (f"_crops{args.crops}" if crops else "")
 
     runs = []
     for student in args.students:
         for init in args.inits:
             for seed in args.seeds:
-                out = work / f"{student}_{init}_e{args.epochs}_s{seed}"
+                out = work / f"{student}_{init}_e{args.epochs}_s{seed}{recipe}"
                 cmd = ["edge-iqa", "distill", "--teacher", str(nima), "--student", student, "--view", VIEW,
                        "--data", str(data), "--out", str(out), "--epochs", str(args.epochs),
                        "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed),
-                       "--device", "cpu", "--workers", "0", "--quiet", "--json"]
+                       "--device", "cpu", "--workers", "0", "--quiet", "--json", *extra]
                 if init == "imagenet":
                     cmd += ["--weights-dir", str(args.weights)]
                 step(cmd, done=(out / "metrics.json").is_file())
@@ -172,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                                *(argv if argv is not None else sys.argv[1:])]),
         "cpu": cpu, "threads": args.threads, "load_at_end": os.getloadavg(), "versions": versions(),
         "photos": counts, "images_per_split": splits, "students": args.students, "view": VIEW, "seeds": args.seeds,
-        "epochs": args.epochs, "runs": runs, "macs_3840x2160": macs, "steps": commands,
+        "epochs": args.epochs, "losses_added": args.loss, "crops_per_photo": args.crops,
+        "unlabeled_crops": crops, "runs": runs, "macs_3840x2160": macs, "steps": commands,
         "wall_minutes": round((time.time() - started) / 60, 1),
     }
     RESULTS.mkdir(exist_ok=True)
@@ -197,6 +227,12 @@ def summarize(runs: list[dict]) -> list[dict]:
                      "plcc_std": float(plcc.std()), "srcc_per_seed": srcc.round(3).tolist(),
                      "train_minutes": float(np.mean([g["train_seconds"] for g in group]) / 60)})
     return rows
+
+
+def recipe_crops(r: dict) -> str:
+    k = r.get("crops_per_photo", 0)
+    return (f"; plus {r['unlabeled_crops']} unlabeled images, {k} random crops of every training photo "
+            "with one random variant each, labelled by NIMA") if k else ""
 
 
 def write_markdown(path: Path, r: dict) -> None:
@@ -229,7 +265,7 @@ Photos: {r['photos']['kodak24']} Kodak, {r['photos']['package']} package photos,
 bikes clip; at 256 px, each at 5 levels of every distortion of the embedded recipe, split by photo:
 images train / val / test = {r['images_per_split']['train']} / {r['images_per_split']['val']} / {r['images_per_split']['test']}.
 Labels: NIMA's mean score (1–10). Students with `--view {r['view']}`, {r['epochs']} epochs,
-`distill --teacher nima.pt` (default losses `mse=1 plcc=0.5 kd_mse=1`), the same seeds and recipe for every init.
+`distill --teacher nima.pt` (losses `{' '.join(('mse=1', 'plcc=0.5', 'kd_mse=1', *r.get('losses_added', [])))}`{recipe_crops(r)}), the same seeds and recipe for every init.
 
 | student | init | test SRCC vs NIMA (mean ± std over seeds) | test PLCC vs NIMA | SRCC per seed | train min / run |
 |---|---|---|---|---|---|

@@ -21,6 +21,7 @@ from edge_iqa.data.synth import (
     package_photos,
     split_references,
     variants,
+    write_crop_variants,
 )
 from edge_iqa.errors import DatasetError
 
@@ -188,3 +189,17 @@ def test_a_failed_build_can_be_rerun(photos, tmp_path):
         build_synth_dataset(out, photos=small, max_side=32)
     build_synth_dataset(out, photos=photos, max_side=32)
     assert len(read_manifest(out)) == 4 * len(variants())
+
+
+def test_crop_variants_are_smaller_views_of_the_photo_and_deterministic(photos, tmp_path):
+    sources = {"dog": photos / "dog.png", "tree": photos / "tree.png"}
+    paths = write_crop_variants(sources, tmp_path / "a", per_photo=6, max_side=40)
+    assert [p.name for p in paths] == [f"{n}_crop{k:02d}.png" for n in ("dog", "tree") for k in range(6)]
+    sizes = {Image.open(p).size for p in paths}
+    full = Image.open(sources["dog"]).size
+    assert all(max(s) <= 40 and s[0] % 2 == 0 and s[1] % 2 == 0 for s in sizes)
+    assert len(sizes) > 1 and all(s != full for s in sizes)  # random crops, not the photo resized
+    again = write_crop_variants(sources, tmp_path / "b", per_photo=6, max_side=40)
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in paths]
+    other = write_crop_variants(sources, tmp_path / "c", per_photo=6, max_side=40, seed=1)
+    assert [p.read_bytes() for p in other] != [p.read_bytes() for p in paths]

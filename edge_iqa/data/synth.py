@@ -328,7 +328,11 @@ def folder_photos(photos: Path | str) -> list[Source]:
 
 def prepare_reference(path: Path, max_side: int) -> Image.Image:
     """Downscale (antialiased) so the longer side is ≤ ``max_side``; crop to even dimensions."""
-    img = _open_rgb(path)
+    return downscale(_open_rgb(path), max_side)
+
+
+def downscale(img: Image.Image, max_side: int) -> Image.Image:
+    """:func:`prepare_reference` of an image in memory."""
     w, h = img.size
     scale = max_side / max(w, h)
     if scale < 1.0:
@@ -442,6 +446,40 @@ def build_synth_dataset(
         for (name, variant, level), (path, score) in zip(jobs, results)
     ]
     return write_dataset(out, records, _info(sources, splits, seed, max_side, grayscale, photos))
+
+
+def write_crop_variants(photos: Mapping[str, Path], out: Path | str, per_photo: int, max_side: int = 512,
+                        seed: int = 0) -> list[Path]:
+    """``per_photo`` random crops of each photo (name → file), each with one random variant of
+    :func:`variants` or none, as ``out/NAME_cropK.png``; returns their paths.
+
+    Unlabelled images for distillation (``edge-iqa distill --unlabeled``): a teacher labels
+    them, so a few photos give many compositions and distortions to learn its judgement from.
+    Crops keep 40–90 % of each side of the full-size photo and are then downscaled like the
+    references (:func:`prepare_reference`), so they are as sharp as the dataset's images.
+    Deterministic in (``seed``, name, K); files already there are kept.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    choices = [("none", 0), *variants()]
+    paths = []
+    for name, photo_path in sorted(photos.items()):
+        photo = _open_rgb(photo_path)
+        w, h = photo.size
+        for k in range(per_photo):
+            target = out / f"{name}_crop{k:02d}.png"
+            paths.append(target)
+            if target.is_file():
+                continue
+            rng = np.random.default_rng([k, zlib.crc32(name.encode()), zlib.crc32(b"crop"), seed])
+            cw, ch = round(w * rng.uniform(0.4, 0.9)), round(h * rng.uniform(0.4, 0.9))
+            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            img = np.asarray(downscale(photo.crop((x, y, x + cw, y + ch)), max_side), dtype=np.float32) / 255.0
+            variant, level = choices[int(rng.integers(len(choices)))]
+            if variant != "none":
+                img = distort(img, variant, level, rng)
+            _save_png(Image.fromarray(_to_uint8(img)), target)
+    return paths
 
 
 def _labellers(refs: dict[str, np.ndarray]) -> dict[str, Callable[[np.ndarray], float]]:
