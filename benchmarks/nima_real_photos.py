@@ -19,9 +19,10 @@ Everything runs through the ``edge-iqa`` CLI and every command is recorded:
 4. ``edge-iqa distill --teacher nima.pt`` of each student (MobileNetV2, EfficientNet-Lite0) per
    seed, the same recipe: from ImageNet weights (``--weights-dir``) and from random init;
    ``--loss`` adds terms to the default losses (``head_mse=1``: NIMA's pooled 1024-d features,
-   FitNets-style through a learned projection); ``--crops K`` adds K random crops of every
-   *training* photo, each with one random variant of the recipe, as ``--unlabeled`` images
-   that NIMA labels (more compositions for the teacher to judge; val and test photos untouched);
+   FitNets-style through a learned projection); ``--crops K`` adds ``edge-iqa data crops
+   --train-of``: K random crops of every *training* photo, each with one random variant of the
+   recipe, as ``--unlabeled`` images that NIMA labels (more compositions for the teacher to
+   judge; val and test photos untouched);
 5. from each run's ``metrics.json``: test SRCC / PLCC against NIMA's scores on the held-out
    photos; MACs at 3840×2160 of the UHD presets and of NIMA.
 
@@ -82,17 +83,6 @@ def gather_photos(folder: Path, kodak: Path) -> dict[str, int]:
     return counts
 
 
-def training_crops(data: Path, photos: Path, out: Path, per_photo: int, max_side: int = 256) -> int:
-    """:func:`edge_iqa.data.synth.write_crop_variants` of every training-split photo (full size,
-    from ``photos``) into ``out``; returns how many images."""
-    from edge_iqa.data.manifest import read_manifest
-    from edge_iqa.data.synth import write_crop_variants
-
-    train = {r.extra["ref"] for r in read_manifest(data) if r.split == "train"}
-    originals = {p.stem: p for p in photos.iterdir() if p.stem in train}
-    return len(write_crop_variants(originals, out, per_photo, max_side))
-
-
 def run(argv: list[str], log: Path, env: dict[str, str]) -> float:
     print(f"  [run ] {shlex.join(argv)}", flush=True)
     started = time.time()
@@ -111,8 +101,10 @@ def relabel_with_nima(data: Path, labels_csv: Path) -> dict[str, int]:
         nima = {str(Path(row["path"]).resolve()): float(row["score"]) for row in csv.DictReader(handle)
                 if not row.get("error")}
     records = read_manifest(data)
-    relabelled = [Record(r.path, nima[str(r.path.resolve())], r.split, r.extra) for r in records]
     info = read_dataset_info(data)
+    if info.name.endswith("-nima"):  # relabelled by an earlier run of the script
+        return {split: sum(r.split == split for r in records) for split in ("train", "val", "test")}
+    relabelled = [Record(r.path, nima[str(r.path.resolve())], r.split, r.extra) for r in records]
     provenance = {**info.provenance, "labels": "NIMA (AVA, MobileNetV1) mean score of each image, "
                                                "edge-iqa pseudo-label; SSIM labels dropped"}
     write_dataset(data, relabelled, DatasetInfo(f"{info.name}-nima", (1.0, 10.0), provenance, info.extra))
@@ -135,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a loss term added to distill's defaults (repeat), e.g. head_mse=1")
     parser.add_argument("--crops", type=int, default=0, metavar="K",
                         help="K random crops of every training photo as unlabeled images NIMA labels")
+    parser.add_argument("--note", default="", help="a sentence for the results file (e.g. what shared the machine)")
     parser.add_argument("--name", default="nima_real_photos", help="results file stem in benchmarks/results")
     args = parser.parse_args(argv)
     nima_file = args.weights / "nima_aesthetic_ava_mobilenetv1_100.pth"
@@ -161,16 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     step(["edge-iqa", "import-teacher", "nima", str(nima_file), "--out", str(nima)], done=nima.is_file())
     labels = work / "nima_labels.csv"
     step(["edge-iqa", "pseudo-label", str(nima), str(data / "images"), "--out", str(labels), "--overwrite",
-          "--batch-size", "32"])
+          "--batch-size", "32"], done=labels.is_file() and labels.stat().st_mtime > nima.stat().st_mtime)
     splits = relabel_with_nima(data, labels)
     extra: list[str] = []
     for term in args.loss:
         extra += ["--loss", term]
     if extra:
         extra = ["--loss", "mse=1", "--loss", "plcc=0.5", "--loss", "kd_mse=1", *extra]
-    crops = training_crops(data, photos, work / f"crops{args.crops}", args.crops) if args.crops else 0
-    if crops:
-        extra += ["--unlabeled", str(work / f"crops{args.crops}")]
+    crops = 0
+    if args.crops:
+        folder = work / f"crops{args.crops}"
+        step(["edge-iqa", "data", "crops", str(folder), "--photos", str(photos), "--per-photo", str(args.crops),
+              "--max-side", "256", "--train-of", str(data)])
+        crops = len(list(folder.glob("*.png")))
+        extra += ["--unlabeled", str(folder)]
     recipe = "".join(f"_{t.replace('=', '')}" for t in args.loss) + (f"_crops{args.crops}" if crops else "")
 
     runs = []
@@ -205,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         "unlabeled_crops": crops, "runs": runs, "macs_3840x2160": macs, "steps": commands,
         "wall_minutes": round((time.time() - started) / 60, 1),
     }
+    if args.note:
+        result["note"] = "\n" + args.note
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(RESULTS / f"{args.name}.md", result)

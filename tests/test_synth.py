@@ -203,3 +203,13 @@ def test_crop_variants_are_smaller_views_of_the_photo_and_deterministic(photos, 
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in paths]
     other = write_crop_variants(sources, tmp_path / "c", per_photo=6, max_side=40, seed=1)
     assert [p.read_bytes() for p in other] != [p.read_bytes() for p in paths]
+
+
+def test_data_crops_cli_takes_only_training_photos(built, photos, tmp_path, capsys):
+    train = {r.extra["ref"] for r in read_manifest(built) if r.split == "train"}
+    out = tmp_path / "crops"
+    assert main(["data", "crops", str(out), "--photos", str(photos), "--per-photo", "3", "--max-side", "32",
+                 "--train-of", str(built), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == 3 * len(train) == len(list(out.glob("*.png")))
+    assert {p.name.rsplit("_crop", 1)[0] for p in out.glob("*.png")} == train

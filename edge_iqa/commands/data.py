@@ -6,6 +6,9 @@
 - ``edge-iqa data import KIND SRC --out DIR [--seed N]`` converts a public dataset
   (:mod:`edge_iqa.data.adapters`).
 - ``edge-iqa data info DIR`` summarises a dataset: rows per split, score range and statistics.
+- ``edge-iqa data crops OUT --photos DIR --per-photo K [--train-of DATA]`` writes random crops of
+  photos, each with one random distortion of the synth recipe, as unlabelled images for
+  ``edge-iqa distill --unlabeled`` (:func:`edge_iqa.data.synth.write_crop_variants`).
 
 Tables go to stderr; ``--json`` prints one JSON object on stdout instead.
 """
@@ -53,6 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split where the dataset has none (default: 0)")
     _add_json(imp)
 
+    crops = sub.add_parser("crops", help="random crops of photos, each with a random distortion: unlabelled images "
+                                         "for distill --unlabeled")
+    crops.add_argument("out", type=Path, metavar="OUT", help="folder for the crops (made if missing; files there are kept)")
+    crops.add_argument("--photos", type=Path, required=True, metavar="DIR", help="the full-size photos")
+    crops.add_argument("--per-photo", type=positive_int, default=16, help="crops of each photo (default: 16)")
+    crops.add_argument("--max-side", type=int_at_least(16), default=512,
+                       help="longer side of each crop after downscaling, px (default: 512)")
+    crops.add_argument("--seed", type=non_negative_int, default=0, help="seed of the crops and distortions (default: 0)")
+    crops.add_argument("--train-of", type=Path, metavar="DATA",
+                       help="only the photos that are training references of this dataset (its ref column, or "
+                            "its train images by name), so no val or test photo is seen in training")
+    _add_json(crops)
+
     info = sub.add_parser("info", help="rows per split, score range and statistics of a dataset")
     info.add_argument("root", type=Path, metavar="DIR", help="dataset folder")
     _add_json(info)
@@ -63,10 +79,12 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    actions = {"synth": _synth, "import": _import, "info": _info}
+    actions = {"synth": _synth, "import": _import, "info": _info, "crops": _crops}
     summary = actions[args.data_command](args)
     if args.json:
         print(json.dumps(summary, sort_keys=True))
+    elif args.data_command == "crops":
+        print(f"{summary['images']} crops of {summary['photos']} photos in {summary['out']}", file=sys.stderr)
     else:
         _print_table(summary)
     return 0
@@ -107,6 +125,24 @@ def _import(args: argparse.Namespace) -> dict[str, Any]:
 
     ensure_writable_dir(args.out)
     return summarize(import_dataset(args.kind, args.src, args.out, seed=args.seed))
+
+
+def _crops(args: argparse.Namespace) -> dict[str, Any]:
+    from edge_iqa.data.synth import folder_photos, write_crop_variants
+    from edge_iqa.errors import DatasetError
+
+    photos = {source.name: source.path for source in folder_photos(args.photos)}
+    if args.train_of is not None:
+        from edge_iqa.data.manifest import read_manifest
+
+        train = {r.extra.get("ref") or r.path.stem for r in read_manifest(args.train_of) if r.split == "train"}
+        photos = {name: path for name, path in photos.items() if name in train}
+        if not photos:
+            raise DatasetError(f"no photo of {args.photos} is a training reference of {args.train_of}")
+    paths = write_crop_variants(photos, args.out, args.per_photo, args.max_side, args.seed)
+    return {"out": str(Path(args.out).absolute()), "images": len(paths), "photos": len(photos),
+            "per_photo": args.per_photo, "max_side": args.max_side, "seed": args.seed,
+            "train_of": str(args.train_of) if args.train_of else None}
 
 
 def _info(args: argparse.Namespace) -> dict[str, Any]:
