@@ -26,7 +26,7 @@ Everything runs through the ``edge-iqa`` CLI and every command is recorded:
 5. from each run's ``metrics.json``: test SRCC / PLCC against NIMA's scores on the held-out
    photos; MACs at 3840×2160 of the UHD presets and of NIMA.
 
-Writes ``benchmarks/results/nima_real_photos.{json,md}``. Without ``../shared`` it stops with
+Writes ``benchmarks/results/NAME.{json,md}`` (``--name``, default ``nima_real_photos``). Without ``../shared`` it stops with
 one line: the weights and the Kodak photos are not part of the project.
 """
 
