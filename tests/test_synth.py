@@ -213,3 +213,12 @@ def test_data_crops_cli_takes_only_training_photos(built, photos, tmp_path, caps
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 3 * len(train) == len(list(out.glob("*.png")))
     assert {p.name.rsplit("_crop", 1)[0] for p in out.glob("*.png")} == train
+
+
+def test_data_crops_bad_input_is_one_line(built, photos, tmp_path, capsys):
+    (tmp_path / "a file").write_text("mine")
+    assert main(["data", "crops", str(tmp_path / "a file"), "--photos", str(photos)]) != 0
+    assert (tmp_path / "a file").read_text() == "mine"
+    assert main(["data", "crops", str(tmp_path / "out"), "--photos", str(photos), "--train-of", str(tmp_path)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("error" in line for line in err)

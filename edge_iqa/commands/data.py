@@ -130,7 +130,9 @@ def _import(args: argparse.Namespace) -> dict[str, Any]:
 def _crops(args: argparse.Namespace) -> dict[str, Any]:
     from edge_iqa.data.synth import folder_photos, write_crop_variants
     from edge_iqa.errors import DatasetError
+    from edge_iqa.outputs import ensure_writable_dir
 
+    ensure_writable_dir(args.out, option="OUT folder")
     photos = {source.name: source.path for source in folder_photos(args.photos)}
     if args.train_of is not None:
         from edge_iqa.data.manifest import read_manifest
