@@ -47,6 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_synth import executable, macs_at_uhd, versions  # noqa: E402
+from edge_iqa.commands.distill import DEFAULT_LOSSES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -97,18 +98,17 @@ def relabel_with_nima(data: Path, labels_csv: Path) -> dict[str, int]:
     """Replace the dataset's SSIM scores by NIMA's (dataset.json score_range 1..10)."""
     from edge_iqa.data.manifest import DatasetInfo, Record, read_dataset_info, read_manifest, write_dataset
 
-    with open(labels_csv, newline="") as handle:
-        nima = {str(Path(row["path"]).resolve()): float(row["score"]) for row in csv.DictReader(handle)
-                if not row.get("error")}
     records = read_manifest(data)
     info = read_dataset_info(data)
-    if info.name.endswith("-nima"):  # relabelled by an earlier run of the script
-        return {split: sum(r.split == split for r in records) for split in ("train", "val", "test")}
-    relabelled = [Record(r.path, nima[str(r.path.resolve())], r.split, r.extra) for r in records]
-    provenance = {**info.provenance, "labels": "NIMA (AVA, MobileNetV1) mean score of each image, "
-                                               "edge-iqa pseudo-label; SSIM labels dropped"}
-    write_dataset(data, relabelled, DatasetInfo(f"{info.name}-nima", (1.0, 10.0), provenance, info.extra))
-    return {split: sum(r.split == split for r in relabelled) for split in ("train", "val", "test")}
+    if not info.name.endswith("-nima"):  # else relabelled by an earlier run of the script
+        with open(labels_csv, newline="") as handle:
+            nima = {str(Path(row["path"]).resolve()): float(row["score"]) for row in csv.DictReader(handle)
+                    if not row.get("error")}
+        records = [Record(r.path, nima[str(r.path.resolve())], r.split, r.extra) for r in records]
+        provenance = {**info.provenance, "labels": "NIMA (AVA, MobileNetV1) mean score of each image, "
+                                                   "edge-iqa pseudo-label; SSIM labels dropped"}
+        write_dataset(data, records, DatasetInfo(f"{info.name}-nima", (1.0, 10.0), provenance, info.extra))
+    return {split: sum(r.split == split for r in records) for split in ("train", "val", "test")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,11 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     step(["edge-iqa", "pseudo-label", str(nima), str(data / "images"), "--out", str(labels), "--overwrite",
           "--batch-size", "32"], done=labels.is_file() and labels.stat().st_mtime > nima.stat().st_mtime)
     splits = relabel_with_nima(data, labels)
-    extra: list[str] = []
-    for term in args.loss:
-        extra += ["--loss", term]
-    if extra:
-        extra = ["--loss", "mse=1", "--loss", "plcc=0.5", "--loss", "kd_mse=1", *extra]
+    # --loss replaces distill's defaults, so terms are added to them
+    extra = [a for term in (*DEFAULT_LOSSES, *args.loss) for a in ("--loss", term)] if args.loss else []
     crops = 0
     if args.crops:
         folder = work / f"crops{args.crops}"
@@ -264,7 +261,7 @@ Photos: {r['photos']['kodak24']} Kodak, {r['photos']['package']} package photos,
 bikes clip; at 256 px, each at 5 levels of every distortion of the embedded recipe, split by photo:
 images train / val / test = {r['images_per_split']['train']} / {r['images_per_split']['val']} / {r['images_per_split']['test']}.
 Labels: NIMA's mean score (1–10). Students with `--view {r['view']}`, {r['epochs']} epochs,
-`distill --teacher nima.pt` (losses `{' '.join(('mse=1', 'plcc=0.5', 'kd_mse=1', *r.get('losses_added', [])))}`{recipe_crops(r)}), the same seeds and recipe for every init.
+`distill --teacher nima.pt` (losses `{' '.join((*DEFAULT_LOSSES, *r.get('losses_added', [])))}`{recipe_crops(r)}), the same seeds and recipe for every init.
 
 | student | init | test SRCC vs NIMA (mean ± std over seeds) | test PLCC vs NIMA | SRCC per seed | train min / run |
 |---|---|---|---|---|---|

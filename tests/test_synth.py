@@ -222,3 +222,14 @@ def test_data_crops_bad_input_is_one_line(built, photos, tmp_path, capsys):
     assert main(["data", "crops", str(tmp_path / "out"), "--photos", str(photos), "--train-of", str(tmp_path)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("error" in line for line in err)
+
+
+def test_data_crops_train_of_a_dataset_without_refs_matches_photos_by_name(photos, tmp_path, capsys):
+    from edge_iqa.data.manifest import DatasetInfo, Record, write_dataset
+
+    data = tmp_path / "data"
+    records = [Record(photos / "city street.jpg", 0.5, "train", {}), Record(photos / "dog.png", 0.5, "test", {})]
+    write_dataset(data, records, DatasetInfo("mine", (0.0, 1.0), {}, {}))
+    assert main(["data", "crops", str(tmp_path / "out"), "--photos", str(photos), "--per-photo", "2",
+                 "--max-side", "32", "--train-of", str(data), "--json"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["city_street_crop00.png", "city_street_crop01.png"]

@@ -128,7 +128,7 @@ def _import(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _crops(args: argparse.Namespace) -> dict[str, Any]:
-    from edge_iqa.data.synth import folder_photos, write_crop_variants
+    from edge_iqa.data.synth import folder_photos, photo_name, write_crop_variants
     from edge_iqa.errors import DatasetError
     from edge_iqa.outputs import ensure_writable_dir
 
@@ -137,7 +137,7 @@ def _crops(args: argparse.Namespace) -> dict[str, Any]:
     if args.train_of is not None:
         from edge_iqa.data.manifest import read_manifest
 
-        train = {r.extra.get("ref") or r.path.stem for r in read_manifest(args.train_of) if r.split == "train"}
+        train = {r.extra.get("ref") or photo_name(r.path) for r in read_manifest(args.train_of) if r.split == "train"}
         photos = {name: path for name, path in photos.items() if name in train}
         if not photos:
             raise DatasetError(f"no photo of {args.photos} is a training reference of {args.train_of}")

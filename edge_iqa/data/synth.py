@@ -315,7 +315,7 @@ def folder_photos(photos: Path | str) -> list[Source]:
         raise DatasetError(f"photos folder {folder} does not exist; give a folder of JPEG/PNG photos")
     sources, used = [], set()
     for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES):
-        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_") or "photo"
+        stem = photo_name(path)
         name, n = stem, 2
         while name in used:  # a.jpg and a.png in one folder
             name, n = f"{stem}_{n}", n + 1
@@ -324,6 +324,11 @@ def folder_photos(photos: Path | str) -> list[Source]:
     if not sources:
         raise DatasetError(f"no photos (.jpg, .png, ...) found in {folder}; add some or leave out --photos")
     return sources
+
+
+def photo_name(path: Path) -> str:
+    """The file-system-safe name of a photo file (its stem), as references are named."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_") or "photo"
 
 
 def prepare_reference(path: Path, max_side: int) -> Image.Image:
