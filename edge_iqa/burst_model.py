@@ -48,14 +48,14 @@ from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import BackboneBranches
 
-_SPREAD_EPS = 1e-6  # keeps the spread's gradient finite on constant (e.g. 1×1) maps
+SPREAD_EPS = 1e-6  # keeps the spread's gradient finite on constant (e.g. 1×1) maps
 
 
 def mean_and_spread(feature_map: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) → (N, 2C): per-channel spatial mean, then spatial standard deviation."""
     mean = feature_map.mean(dim=(2, 3))
     variance = ((feature_map - mean[:, :, None, None]) ** 2).mean(dim=(2, 3))
-    return torch.cat([mean, torch.sqrt(variance + _SPREAD_EPS)], dim=1)
+    return torch.cat([mean, torch.sqrt(variance + SPREAD_EPS)], dim=1)
 
 
 class ScaleNorm(nn.Module):

@@ -152,12 +152,8 @@ def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]], *, 
     histogram (:func:`export.quantize.tail_range`, as the ONNX path's ``quantile``). ``finalize``
     computes scales and zero points from the observers' ranges. Returns the model and the batch count.
     """
-    from coremltools.optimize.torch.quantization import (
-        LinearQuantizer, LinearQuantizerConfig, ModuleLinearQuantizerConfig,
-    )
-    from torch.ao.quantization import disable_fake_quant, disable_observer, enable_fake_quant
+    from torch.ao.quantization import disable_observer, enable_fake_quant
 
-    from export.fold import fold_batchnorm
     from export.formats import get_format
 
     methods = [m for m in get_format("coreml").calib_methods if m != "auto"]  # auto: export.pipeline._choose_w8a8
@@ -166,23 +162,7 @@ def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]], *, 
     batches = list(calib)  # quantile needs a second pass
     if not batches:
         raise EdgeIQAError("no calibration batch for CoreML int8; the calibration split is empty")
-    example = example_inputs(model.config, batch=1)
-    folded = fixed_arity(fold_batchnorm(model, example), len(model.config.views))
-    # Post-training calibration, no training: observers on from step 0, never frozen by the
-    # quantizer's schedule; BatchNorm is already folded away.
-    # fixed_arity(...).model is the model; a burst model is AllTaskScores(...), whose .model is BurstIQAModel
-    burst = model.config.burst is not None
-    config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
-        quantization_scheme="affine", weight_per_channel=True, weight_observer="min_max",
-        activation_observer="min_max", milestones=[0, 0, 10**9, 0]),
-        module_name_configs={f"model.model.{m}": None for m in BURST_FLOAT_MODULES} if burst else {},
-        non_traceable_module_names=[f"model.model.{m}" for m in BURST_FLOAT_MODULES] if burst else [])
-    quantizer = LinearQuantizer(folded, config)
-    with _quiet():
-        prepared = quantizer.prepare(example_inputs=example, inplace=False)
-    quantizer.step()
-    prepared.eval()  # observers observe in eval mode too; eval keeps dropout out of the ranges
-    prepared.apply(disable_fake_quant)
+    quantizer, prepared = prepare_w8a8(model, "min_max")
     with torch.no_grad():
         for views in batches:
             prepared(*views)
@@ -190,11 +170,51 @@ def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]], *, 
         _narrow_to_quantiles(prepared, batches, percentile, bins)
     prepared.apply(disable_observer)
     prepared.apply(enable_fake_quant)
+    return finalize_w8a8(quantizer, prepared, model.config), len(batches)
+
+
+def prepare_w8a8(model: nn.Module, activation_observer: str = "min_max") -> tuple[Any, nn.Module]:
+    """coremltools' ``LinearQuantizer`` (affine: int8 per-channel weights, uint8 activations with zero
+    points) and its prepared copy of ``model`` (BatchNorm folded, eval), observers on, fake quant off.
+
+    ``activation_observer``: ``min_max`` for calibration, ``moving_average_min_max`` for QAT
+    (:func:`export.qat.coreml_qat_export`). Observers are on from step 0 and never frozen by the
+    quantizer's schedule. ``model``: an :class:`IQAModel`, or a burst model's
+    :class:`~edge_iqa.burst_model.AllTaskScores`, whose relation head and scale norm
+    (:data:`BURST_FLOAT_MODULES`) torch.fx cannot trace and so stay in float.
+    """
+    from coremltools.optimize.torch.quantization import (
+        LinearQuantizer, LinearQuantizerConfig, ModuleLinearQuantizerConfig,
+    )
+    from torch.ao.quantization import disable_fake_quant
+
+    from export.fold import fold_batchnorm
+
+    example = example_inputs(model.config, batch=1)
+    folded = fixed_arity(fold_batchnorm(model, example), len(model.config.views))
+    # fixed_arity(...).model is the model; a burst model is AllTaskScores(...), whose .model is BurstIQAModel
+    floats = [f"model.model.{m}" for m in BURST_FLOAT_MODULES] if model.config.burst is not None else []
+    config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
+        quantization_scheme="affine", weight_per_channel=True, weight_observer="min_max",
+        activation_observer=activation_observer, milestones=[0, 0, 10**9, 0]),
+        module_name_configs={m: None for m in floats}, non_traceable_module_names=floats)
+    quantizer = LinearQuantizer(folded, config)
     with _quiet():
-        final = quantizer.finalize(inplace=False)
-    if burst:
+        prepared = quantizer.prepare(example_inputs=example, inplace=False)
+    quantizer.step()
+    prepared.eval()  # observers observe in eval mode too; eval keeps dropout out of the ranges
+    prepared.apply(disable_fake_quant)
+    return quantizer, prepared
+
+
+def finalize_w8a8(quantizer, prepared: nn.Module, config: ModelConfig) -> nn.Module:
+    """The W8A8 net ``torch2coreml`` converts: ``quantizer.finalize`` of ``prepared`` (its observers'
+    ranges become scales and zero points), a burst model's float modules made plain again."""
+    with _quiet():
+        final = quantizer.finalize(prepared, inplace=False)
+    if config.burst is not None:
         _float_linears(final, [f"model.model.{m}" for m in BURST_FLOAT_MODULES])
-    return final.eval(), len(batches)
+    return final.eval()
 
 
 def _float_linears(net: nn.Module, prefixes: Sequence[str]) -> None:

@@ -41,7 +41,8 @@ A burst model (:mod:`edge_iqa.burst_model`) is fine-tuned and matched through
 scores on whole training bursts. Only what :func:`write_weights` puts back into the graph is
 trained (conv/linear weights and the biases their nodes hold; LayerNorms stay as they are), two
 linears that read one tensor share its fake quant, and the attention's activation × activation
-MatMuls, which belong to no module, keep their PTQ ranges. CoreML QAT of burst models is not built.
+MatMuls, which belong to no module, keep their PTQ ranges. For CoreML the relation head and scale norm stay
+in float, as in the burst model's PTQ package (:mod:`export.coreml`).
 
 Activation step sizes are learned with LSQ (Esser et al., "Learned Step Size Quantization",
 ICLR 2020: gradient through the rounding, scaled by 1/sqrt(N·Qp)); zero points stay at their PTQ
@@ -80,6 +81,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_iqa.burst_model import SPREAD_EPS
 from edge_iqa.errors import EdgeIQAError
 from export.formats import CPU_WEIGHT_BITS, QAT_FORMATS, QAT_SELECT_SPLITS
 
@@ -422,9 +424,6 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
     from export.quantize import calibration_reader
 
     burst = model.config.burst is not None
-    if burst and qat.format == "coreml":
-        raise EdgeIQAError("QAT of burst models exports onnx and tensorrt; for CoreML W8A8 of a burst model use "
-                           "edge-iqa export (PTQ)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if qat.format == "coreml":
@@ -588,32 +587,29 @@ def coreml_qat_export(model: nn.Module, data: str | Path, out: Path, qat: QATCon
                       ptq_beside: bool = True):
     """CoreML W8A8 QAT with coremltools' LinearQuantizer (see the module doc); the package is built by
     :func:`export.pipeline.build_coreml` from the fine-tuned, finalized net. ``ptq_beside``: also the
-    PTQ package of the same observers before fine-tuning, in ``out/ptq``."""
-    from coremltools.optimize.torch.quantization import (
-        LinearQuantizer, LinearQuantizerConfig, ModuleLinearQuantizerConfig,
-    )
-    from torch.ao.quantization import disable_fake_quant, disable_observer, enable_fake_quant
+    PTQ package of the same observers before fine-tuning, in ``out/ptq``. A burst model is fine-tuned as
+    its :class:`~edge_iqa.burst_model.AllTaskScores` on whole training bursts, the relation head in float
+    as in its PTQ export (:data:`export.coreml.BURST_FLOAT_MODULES`)."""
+    from torch.ao.quantization import disable_observer, enable_fake_quant
 
-    from edge_iqa.model import example_inputs
-    from export.coreml import _quiet, fixed_arity
-    from export.fold import fold_batchnorm
+    from export.burst import module_batch_fn
+    from export.coreml import finalize_w8a8, prepare_w8a8
     from export.formats import ExportConfig
     from export.pipeline import _calib_tensors, build_coreml
 
     teacher = model.float().cpu().eval()
-    example = example_inputs(teacher.config, batch=1)
-    folded = fixed_arity(fold_batchnorm(copy.deepcopy(teacher), example), len(teacher.config.views))
+    config = teacher.config
+    if config.burst is not None:  # what the package computes: every task's (B, n_tasks, T) scores
+        from edge_iqa.burst_model import AllTaskScores
+
+        net = AllTaskScores(teacher).eval()
+    else:
+        net = teacher
     export = ExportConfig(format="coreml", precision="int8", calib_images=qat.calib_images)
-    selection = selection_split(teacher.config, data, qat)  # before any work: a missing split fails at once
-    batches = list(_calib_tensors(teacher.config, export, data))
-    quantizer = LinearQuantizer(folded, LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
-        quantization_scheme="affine", weight_per_channel=True, weight_observer="min_max",
-        activation_observer="moving_average_min_max", milestones=[0, 0, 10**9, 0])))
-    with _quiet():
-        prepared = quantizer.prepare(example_inputs=example, inplace=False)
-    quantizer.step()
-    prepared.eval()
-    prepared.apply(disable_fake_quant)
+    selection = selection_split(config, data, qat)  # before any work: a missing split fails at once
+    train = _training_items(data, config)
+    batches = list(_calib_tensors(config, export, data))
+    quantizer, prepared = prepare_w8a8(net, "moving_average_min_max")
     with torch.no_grad():
         for views in batches:  # the PTQ ranges: observers on the float model
             prepared(*views)
@@ -622,36 +618,73 @@ def coreml_qat_export(model: nn.Module, data: str | Path, out: Path, qat: QATCon
     if ptq_beside:
         frozen = copy.deepcopy(prepared)
         frozen.apply(disable_observer), frozen.apply(enable_fake_quant)
-        with _quiet():
-            calibrated = quantizer.finalize(frozen, inplace=False).eval()
-        ptq = build_coreml(teacher, export, out / "ptq", None, meta, calibrated=calibrated)
+        ptq = build_coreml(teacher, export, out / "ptq", None, meta, calibrated=finalize_w8a8(quantizer, frozen, config))
     prepared.apply(enable_fake_quant)  # observers stay on: they track the fine-tuned activations
-    trainable = _Trainable(_PreparedNet(prepared, teacher.config))
-    train = _training_items(data, teacher.config)
+    restore = bound_sqrt_gradients(prepared)
+    trainable = _Trainable(_PreparedNet(prepared, config))
     states = [(0, trainable.state())] if selection else []
-    history = finetune(trainable, teacher, train, qat, progress,
+    history = finetune(trainable, net, train, qat, progress,
                        after_epoch=(lambda e: states.append((e["epoch"], trainable.state()))) if selection else None)
     chosen = None
     if selection:  # each state as the fake-quant net coremltools finalizes (what the CoreML check simulates)
-        from export.burst import module_batch_fn
-
-        runners = [module_batch_fn(teacher)] + [_frozen_runner(trainable.model, state) for _, state in states]
+        runners = [module_batch_fn(net)] + [_frozen_runner(trainable.model, state) for _, state in states]
         best, chosen = pick_epoch(selection, [e for e, _ in states], selection.measure_batch_fns(runners))
         trainable.load_state(states[best][1])
+    restore()
     prepared.apply(disable_observer), prepared.apply(enable_fake_quant)
-    with _quiet():
-        final = quantizer.finalize(prepared, inplace=False).eval()
+    final = finalize_w8a8(quantizer, prepared, config)
     record = {"qat_config": asdict(qat), "epochs": history, "selection": chosen, "train_images": len(train),
-              "calib_images": sum(int(b[0].shape[0]) for b in batches),
-              "loss": "kd_mse against the FP32 model's scores",
+              "calib_images": sum(int(np.prod(b[0].shape[:-3])) for b in batches),  # frames for bursts
+              "loss": "kd_mse against the FP32 model's scores" + (" (every task)" if config.burst else ""),
               "scheme": "coremltools LinearQuantizer: int8 per-channel weights, uint8 affine activations, "
-                        "moving-average min/max observers from the PTQ pass, on during fine-tuning",
+                        "moving-average min/max observers from the PTQ pass, on during fine-tuning"
+                        + ("; the burst relation head and scale norm in float" if config.burst else ""),
               "ptq_beside": str(ptq.path) if ptq else None}
     meta["qat"] = {k: v for k, v in record.items() if k != "epochs"}
     artifact = build_coreml(teacher, export, out, None, meta, calibrated=final)
     artifact.info["qat"] = record
     artifact.ptq = ptq
     return artifact, record
+
+
+class _SqrtBoundedGradient(torch.autograd.Function):
+    """``torch.sqrt`` whose gradient is at most that of the float model's ``sqrt(v + 1e-6)`` at v = 0."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.sqrt(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * 0.5 / y.clamp_min(math.sqrt(SPREAD_EPS))
+
+
+def _sqrt_bounded_gradient(x: torch.Tensor) -> torch.Tensor:
+    return _SqrtBoundedGradient.apply(x)
+
+
+def bound_sqrt_gradients(prepared: nn.Module):
+    """Give every ``torch.sqrt`` of the fx graph ``prepared`` a bounded gradient; returns the undo.
+
+    A burst model's spread is ``sqrt(variance + 1e-6)`` (:func:`edge_iqa.burst_model.mean_and_spread`), and
+    coremltools fake-quantizes the sum before the root: a small variance rounds to exactly 0, where the
+    root's gradient is infinite, and one such value makes every weight's gradient NaN. The forward stays
+    ``torch.sqrt``; the backward is bounded by the float model's own (0.5 / sqrt(1e-6)). Undone before
+    ``finalize``, so the converted net holds plain ``torch.sqrt``."""
+    nodes = [n for n in prepared.graph.nodes if n.op == "call_function" and n.target is torch.sqrt]
+    for node in nodes:
+        node.target = _sqrt_bounded_gradient
+    prepared.recompile()
+
+    def undo() -> None:
+        for node in nodes:
+            node.target = torch.sqrt
+        prepared.recompile()
+
+    return undo
 
 
 def _frozen_runner(net: nn.Module, state: dict[str, torch.Tensor]):

@@ -228,10 +228,9 @@ def test_qat_without_its_selection_split_fails_before_any_work(export_fixture, t
 def test_qat_of_a_burst_model(tmp_path):
     """The burst fixture: one fake quant per conv/linear module of every task's forward; the attention's
     activation × activation MatMuls (one per task) are no module's and keep their PTQ ranges; its INT8
-    graph keeps the burst contract and parity runs with the burst metrics. CoreML burst QAT is refused."""
+    graph keeps the burst contract and parity runs with the burst metrics."""
     import onnx
 
-    from edge_iqa.errors import EdgeIQAError
     from export.onnx import torch2onnx
     from export.pipeline import check_parity
     from export.qat import QATConfig, qat_export, weighted_nodes
@@ -252,8 +251,56 @@ def test_qat_of_a_burst_model(tmp_path):
     report, _ = check_parity(artifact, student, data, split=module.CHECK_SPLIT)
     detail = next(c for c in report["checks"] if c["name"] == "accuracy")["detail"]
     assert detail["burst"] and -1.0 <= detail["mean_burst_spearman"] <= 1.0
-    with pytest.raises(EdgeIQAError, match="QAT of burst models exports onnx and tensorrt"):
-        qat_export(student, data, tmp_path / "coreml", QATConfig(format="coreml"))
     print(f"burst QAT on the fixture ({module.CHECK_SPLIT}): mean per-burst Spearman vs FP32 "
           f"{detail['mean_burst_spearman']:.4f}, chosen epoch {record['selection']['chosen_epoch']} of "
           + ", ".join(f"{c['epoch']}: {c['spearman_vs_fp32']:.4f}" for c in record["selection"]["candidates"]))
+
+
+def test_coreml_qat_of_a_burst_model(tmp_path):
+    """CoreML W8A8 QAT of the burst fixture: coremltools fake-quantizes the spread's ``variance + 1e-6`` before
+    its root, which rounds to 0 and made every gradient NaN; with the root's gradient bounded, training stays
+    finite, each state is scored per burst, and the package converts with a plain ``torch.sqrt``."""
+    import math
+
+    from export.pipeline import check_parity
+    from export.qat import QATConfig, qat_export
+    from golden_fixtures import fixture_module, fixture_student, rebuilt_data
+
+    module = fixture_module("make_burst_fixture")
+    student, data = fixture_student(module), rebuilt_data(module, tmp_path / "data")
+    with pytest.warns(UserWarning):
+        artifact, record = qat_export(student, data, tmp_path / "coreml", ptq_beside=False,
+                                      qat=QATConfig(format="coreml", epochs=1, max_images=8, batch_size=4,
+                                                    calib_images=64))
+    assert math.isfinite(record["epochs"][0]["kd_mse"]) and record["epochs"][0]["batches"] == 2
+    assert [c["epoch"] for c in record["selection"]["candidates"]] == [0, 1]
+    assert all(c["spearman_vs_fp32"] > 0 for c in record["selection"]["candidates"])
+    checks = {c.name: c for c in artifact.checks}
+    assert artifact.path.is_dir() and checks["coreml_weights_readback"].passed and "relation head" in record["scheme"]
+    report, _ = check_parity(artifact, student, data, split=module.CHECK_SPLIT)
+    detail = next(c for c in report["checks"] if c["name"] == "accuracy")["detail"]
+    assert detail["burst"] and 0.0 < detail["mean_burst_spearman"] <= 1.0 and math.isfinite(detail["max_abs_delta"])
+    print(f"CoreML burst QAT on the fixture ({module.CHECK_SPLIT}, simulated): mean per-burst Spearman vs FP32 "
+          f"{detail['mean_burst_spearman']:.4f}, chosen epoch {record['selection']['chosen_epoch']} of "
+          + ", ".join(f"{c['epoch']}: {c['spearman_vs_fp32']:.4f}" for c in record["selection"]["candidates"]))
+
+
+def test_bound_sqrt_gradients_keeps_the_forward_and_bounds_the_gradient_at_zero():
+    """The fx rewrite: same values, gradient at 0 that of sqrt(v + 1e-6) at v = 0 (500), undone exactly."""
+    import torch.fx
+
+    from export.qat import bound_sqrt_gradients
+
+    class Root(torch.nn.Module):
+        def forward(self, x):
+            return torch.sqrt(x)
+
+    traced = torch.fx.symbolic_trace(Root())
+    x = torch.tensor([0.0, 0.25, 4.0], requires_grad=True)
+    undo = bound_sqrt_gradients(traced)
+    y = traced(x)
+    y.sum().backward()
+    assert torch.equal(y.detach(), torch.sqrt(x.detach()))
+    assert torch.allclose(x.grad, torch.tensor([500.0, 1.0, 0.25]))
+    undo()
+    assert [n.target for n in traced.graph.nodes if n.op == "call_function"] == [torch.sqrt]
