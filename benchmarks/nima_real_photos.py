@@ -56,6 +56,7 @@ STUDENTS = ("demo-student-mobilenetv2", "demo-student-efficientnet-lite0")
 UHD_PRESET = {"demo-student-mobilenetv2": "mobilenetv2-uhd", "demo-student-efficientnet-lite0": "efficientnet-lite0-uhd"}
 VIEW = "resize:192x256"  # one global view: NIMA judges the whole picture (224x224 resize)
 VIDEO_FRAMES = (0, 40, 80, 120, 160, 200)
+DEFAULT_LR = 1e-3  # the recipe every committed NIMA result used
 
 
 def gather_photos(folder: Path, kodak: Path) -> dict[str, int]:
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "nima_real_photos")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=STUDENTS)
     parser.add_argument("--inits", nargs="+", default=["imagenet", "random"], choices=("imagenet", "random"))
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
               "--max-side", "256", "--train-of", str(data)])
         crops = len(list(folder.glob("*.png")))
         extra += ["--unlabeled", str(folder)]
-    recipe = "".join(f"_{t.replace('=', '')}" for t in args.loss) + (f"_crops{args.crops}" if crops else "")
+    recipe = "".join(f"_{t.replace('=', '')}" for t in args.loss) + (f"_crops{args.crops}" if crops else "") \
+        + (f"_lr{args.lr:g}" if args.lr != DEFAULT_LR else "")  # another lr is another run, never a cached one
 
     runs = []
     for student in args.students:
