@@ -203,6 +203,12 @@ def test_crop_variants_are_smaller_views_of_the_photo_and_deterministic(photos, 
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in paths]
     other = write_crop_variants(sources, tmp_path / "c", per_photo=6, max_side=40, seed=1)
     assert [p.read_bytes() for p in other] != [p.read_bytes() for p in paths]
+    gone = {name: tmp_path / "moved" / path.name for name, path in sources.items()}
+    assert write_crop_variants(gone, tmp_path / "a", per_photo=6, max_side=40) == paths  # a rerun decodes nothing
+    kept = paths[7].read_bytes()
+    paths[7].unlink()
+    write_crop_variants(sources, tmp_path / "a", per_photo=6, max_side=40)
+    assert paths[7].read_bytes() == kept  # a missing crop is made again, the same
 
 
 def test_data_crops_cli_takes_only_training_photos(built, photos, tmp_path, capsys):

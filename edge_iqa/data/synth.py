@@ -469,13 +469,14 @@ def write_crop_variants(photos: Mapping[str, Path], out: Path | str, per_photo: 
     choices = [("none", 0), *variants()]
     paths = []
     for name, photo_path in sorted(photos.items()):
+        targets = [out / f"{name}_crop{k:02d}.png" for k in range(per_photo)]
+        paths += targets
+        missing = [(k, t) for k, t in enumerate(targets) if not t.is_file()]
+        if not missing:
+            continue  # a rerun: the photo is not even decoded
         photo = _open_rgb(photo_path)
         w, h = photo.size
-        for k in range(per_photo):
-            target = out / f"{name}_crop{k:02d}.png"
-            paths.append(target)
-            if target.is_file():
-                continue
+        for k, target in missing:
             rng = np.random.default_rng([k, zlib.crc32(name.encode()), zlib.crc32(b"crop"), seed])
             cw, ch = round(w * rng.uniform(0.4, 0.9)), round(h * rng.uniform(0.4, 0.9))
             x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
