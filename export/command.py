@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 
-from export.formats import CALIB_METHODS, CPU_LAYOUTS, CPU_WEIGHT_BITS, FORMATS
+from export.formats import CALIB_METHODS, CPU_LAYOUTS, CPU_WEIGHT_BITS, FORMATS, WEIGHT_ROUNDINGS
 
 HELP = "export a checkpoint to ONNX, TensorRT, CoreML or ExecuTorch (FP32/FP16/INT8) and check it against PyTorch"
 
@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-weight-bits", type=int, default=7, choices=CPU_WEIGHT_BITS,
                         help="int8 ONNX for CPU: 7-bit weights (default: the same scores on every x86-64 CPU) or 8 "
                              "(more accurate; exact on x86 with VNNI and on ARM64, saturates on AVX2-only cores)")
+    parser.add_argument("--weight-rounding", default="nearest", choices=WEIGHT_ROUNDINGS,
+                        help="int8 ONNX/TensorRT weights: nearest (default) or adaround (learn each layer's "
+                             "rounding on the calibration images; minutes on a CPU)")
     parser.add_argument("--float-layer", action="append", default=[], metavar="NODE",
                         help="leave in float in int8 ONNX/TensorRT graphs (repeatable): an ONNX node name, a "
                              "PyTorch module path (glob, e.g. '*.se'), a stage (branches.0.stem, "
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                           calib_split=args.calib_split, calib_images=args.calib_images, percentile=args.percentile,
                           cpu_layout=args.cpu_layout, float_layers=tuple(args.float_layer), opset=args.opset,
                           calib_select_split=args.calib_select_split, calib_candidates=tuple(args.calib_candidate),
-                          cpu_weight_bits=args.cpu_weight_bits)
+                          cpu_weight_bits=args.cpu_weight_bits, weight_rounding=args.weight_rounding)
     if config.needs_calib and not args.calib:
         from edge_iqa.errors import EdgeIQAError
 

@@ -20,10 +20,12 @@ from edge_iqa.errors import EdgeIQAError
 
 EXPORT_CONFIG_VERSION = 4  # 2: CPU int8 weights in 7 bits (same scores on every x86 CPU), layout qoperator by default;
 # 3: --calib-method auto (calib_select_split, calib_candidates); 4: cpu_weight_bits (8: full-range CPU weights)
+# weight_rounding (adaround) came without a version bump: configs without it read as "nearest", as before
 PRECISIONS = ("fp32", "fp16", "int8", "w8")
 CALIB_METHODS = ("minmax", "percentile", "entropy", "quantile", "auto")  # auto: export.quantize.choose_calibration
 SPLITS = ("train", "val", "test", "all")
 CPU_LAYOUTS = ("auto", "qdq", "qoperator")
+WEIGHT_ROUNDINGS = ("nearest", "adaround")  # int8 ONNX/TensorRT weights: round to nearest, or export.adaround
 CPU_WEIGHT_BITS = (7, 8)  # U8S8 weights for ONNX Runtime on CPU (export.quantize: 7 = same scores on every x86 CPU)
 QAT_FORMATS = ("onnx", "tensorrt", "coreml")  # formats `edge-iqa qat` fine-tunes for (export.qat)
 QAT_SELECT_SPLITS = ("val", "train", "none")  # what picks the epoch edge-iqa qat exports; none: the last
@@ -120,6 +122,9 @@ class ExportConfig:
     every x86-64 CPU, the default) or 8 (full range: exact where the integer kernels accumulate in
     int32, i.e. x86 with VNNI and ARM64; an AVX2 core without VNNI saturates some sums; see
     :mod:`export.quantize`).
+    weight_rounding: how int8 ONNX/TensorRT weights meet their grid: ``nearest`` (ONNX Runtime's own
+    rounding) or ``adaround`` (each layer's rounding learned on the calibration images so that it
+    reproduces its FP32 output; :mod:`export.adaround`).
     """
 
     format: str
@@ -134,6 +139,7 @@ class ExportConfig:
     calib_select_split: str = "val"
     calib_candidates: tuple[str, ...] = ()
     cpu_weight_bits: int = 7
+    weight_rounding: str = "nearest"
     version: int = EXPORT_CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -168,6 +174,11 @@ class ExportConfig:
         if self.cpu_weight_bits != 7 and not (self.format == "onnx" and self.precision == "int8"):
             raise EdgeIQAError("--cpu-weight-bits applies to --format onnx --precision int8 (TensorRT and CoreML "
                                "weights are always 8-bit)")
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise EdgeIQAError(f"--weight-rounding {self.weight_rounding}: choose one of {', '.join(WEIGHT_ROUNDINGS)}")
+        if self.weight_rounding != "nearest" and not (self.precision == "int8" and self.format in ("onnx", "tensorrt")):
+            raise EdgeIQAError("--weight-rounding adaround applies to int8 ONNX and TensorRT graphs (CoreML's "
+                               "converter rounds its own weights)")
         if self.calib_images < 1:
             raise EdgeIQAError(f"--calib-images must be at least 1, got {self.calib_images}")
         if not 50.0 < self.percentile <= 100.0:

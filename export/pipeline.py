@@ -97,8 +97,37 @@ def _onnx_graph(model: IQAModel, export: ExportConfig, path: Path, calib, meta: 
         if export.precision == "fp16":
             to_fp16(fp32, path)
         elif export.precision == "int8":
+            rounding = None
+            if export.weight_rounding == "adaround":
+                fp32, rounding = adarounded_graph(model, export, fp32, calib, Path(tmp) / "fp32_adaround.onnx", flavour)
             info.update(_quantize(model.config, export, fp32, path, calib, flavour))
+            if rounding is not None:
+                from export.quantize import carry_metadata
+
+                info["adaround"] = rounding
+                carry_metadata(path, path, {"adaround": rounding})
     return info
+
+
+def adarounded_graph(model: IQAModel, export: ExportConfig, fp32: Path, calib, out: Path, flavour: str
+                     ) -> tuple[Path, dict]:
+    """The FP32 graph ``fp32`` with AdaRound's weights (:mod:`export.adaround`, on ``calib``'s calibration
+    images), which lie on the grid the INT8 quantizer of ``flavour`` computes; and the rounding's record."""
+    from export.adaround import AdaRoundConfig, adaround, check_on_grid, summary
+    from export.fold import fold_batchnorm
+    from export.qat import check_same_scores, graph_weighted_inputs, match_layers, weighted_layers, write_weights
+
+    if model.config.burst is not None:
+        raise EdgeIQAError("--weight-rounding adaround is for photo models; a burst model exports with nearest rounding")
+    qmax = 64 if flavour == "cpu" and export.cpu_weight_bits == 7 else 127
+    cfg = AdaRoundConfig()
+    folded = fold_batchnorm(model, example_inputs(model.config))
+    rounded, records = adaround(folded, _calib_tensors(model.config, export, calib), qmax, cfg)
+    pairs = match_layers(weighted_layers(rounded, example_inputs(model.config)), graph_weighted_inputs(fp32))
+    graph = write_weights(fp32, pairs, out)
+    check_same_scores(rounded, graph)
+    check_on_grid(graph, qmax)
+    return graph, summary(cfg, records)
 
 
 def deployable_bytes(path: Path) -> int:
@@ -181,10 +210,10 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
     info = {"int8_flavour": flavour, "int8_layout": choice, "float_layers": list(export.float_layers),
             "float_nodes": len(float_nodes), "float_search": search, "calib_images": reader.images, "_cache": cache}
     if auto_calib is not None:
-        from export.quantize import _carry_metadata
+        from export.quantize import carry_metadata
 
         info["calib_auto"] = auto_calib
-        _carry_metadata(path, path, {"calib_method_requested": "auto", "calib_auto_chosen": auto_calib["chosen"]})
+        carry_metadata(path, path, {"calib_method_requested": "auto", "calib_auto_chosen": auto_calib["chosen"]})
     if config.burst is not None:
         info["calib_bursts"] = reader.n_bursts
     return info

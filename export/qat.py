@@ -463,7 +463,7 @@ def qat_export(model: nn.Module, data: str | Path, out: str | Path, qat: QATConf
         learned, initial = fake.learned_ranges(), fake.initial
         tuned = fake.release()
         tuned_graph, int8, cache = candidates[best]
-        _check_same_scores(tuned, tuned_graph)
+        check_same_scores(tuned, tuned_graph)
         record = {"qat_config": asdict(qat), "epochs": history, "selection": chosen, "quantizers": len(learned),
                   "train_images": len(train), "calib_images": reader.images,
                   "ranges_moved": _range_moves(initial, learned), "loss": "kd_mse against the FP32 model's scores",
@@ -488,7 +488,8 @@ def _training_items(data: str | Path, config) -> list:
     return items
 
 
-def _check_same_scores(model: nn.Module, graph: Path, atol: float = 1e-4) -> None:
+def check_same_scores(model: nn.Module, graph: Path, atol: float = 1e-4) -> None:
+    """Raise unless the ONNX ``graph`` (weights written by :func:`write_weights`) scores as ``model`` does."""
     from edge_iqa.model import example_inputs
     from edge_iqa.runtimes.onnxruntime import onnx_session
     from export.metadata import input_names
@@ -499,7 +500,7 @@ def _check_same_scores(model: nn.Module, graph: Path, atol: float = 1e-4) -> Non
     with torch.no_grad():
         worst = float(np.abs(got - model(*inputs).numpy()).max())
     if not worst <= atol:
-        raise EdgeIQAError(f"QAT: the fine-tuned weights written into the ONNX graph change its scores by {worst:.2e}")
+        raise EdgeIQAError(f"the weights written into the ONNX graph change its scores by {worst:.2e}")
 
 
 def _quantize(fp32: Path, folder: Path, cache: Path, qat: QATConfig) -> Path:
@@ -549,11 +550,11 @@ def _export_tuned(tuned: nn.Module, fp32: Path, int8: Path, cache: Path, reader,
     import shutil
 
     from export.metadata import file_size
-    from export.quantize import _carry_metadata
+    from export.quantize import carry_metadata
 
     path = Path(shutil.move(str(int8), str(out / int8.name)))
     cache = Path(shutil.move(str(cache), str(out / cache.name)))
-    _carry_metadata(path, path, {"qat": {k: v for k, v in record.items() if k != "epochs"},
+    carry_metadata(path, path, {"qat": {k: v for k, v in record.items() if k != "epochs"},
                                  "calib_images": reader.images})
     return as_artifact(path, tuned.config, qat, [path, cache], {"fp32_onnx_bytes": file_size(fp32), "qat": record})
 

@@ -233,7 +233,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: ViewCalib
         )
     if flavour == "tensorrt":
         _float_for_pointwise_consumers(out_path)
-    _carry_metadata(fp32_path, out_path, {
+    carry_metadata(fp32_path, out_path, {
         "precision": "int8", "int8_flavour": flavour, "int8_layout": layout,
         "int8_types": "S8S8 symmetric (activations int8, weights int8, zero points 0)" if symmetric
         else "U8S8 (activations uint8 asymmetric, weights int8 symmetric in 7 bits, [-64, 64]: same scores "
@@ -274,7 +274,8 @@ def _float_for_pointwise_consumers(path: Path) -> None:
     save_onnx(model, path, node_scopes=True)  # atomic: a killed export leaves no half graph
 
 
-def _carry_metadata(src: str | Path, dst: Path, export_update: dict[str, Any]) -> None:
+def carry_metadata(src: str | Path, dst: Path, export_update: dict[str, Any]) -> None:
+    """Copy ``src``'s metadata onto the graph at ``dst``, with ``export_update`` merged into its export settings."""
     import json
 
     import onnx
@@ -360,7 +361,7 @@ def quantize_for_cpu(fp32_path: str | Path, out_path: str | Path, reader: ViewCa
     for name, p in built.items():
         if name != best and p.exists():
             p.unlink()
-    _carry_metadata(out_path, out_path, {"int8_layout": best, "int8_layout_choice": choice})
+    carry_metadata(out_path, out_path, {"int8_layout": best, "int8_layout_choice": choice})
     return out_path, choice
 
 

@@ -1,0 +1,247 @@
+"""AdaRound: learn whether each INT8 weight rounds up or down, layer by layer, on calibration images.
+
+Nagel et al., "Up or Down? Adaptive Rounding for Post-Training Quantization", ICML 2020.
+Rounding each weight to its nearest grid point minimises each weight's own error, not the
+error of the layer's output; choosing floor or ceil per weight so that the layer reproduces its
+FP32 output on real inputs recovers much of what rounding loses. Per layer, with the per-channel
+scale ``s`` fixed and ``W̃ = s·clamp(floor(W/s) + h(V), -Qp, Qp)``, ``h`` the rectified sigmoid:
+
+    min_V  ‖W̃ x̂ − W x‖²  +  λ Σ (1 − |2h(V) − 1|^β)
+
+``x`` is the layer's input in the FP32 model, ``x̂`` in the model whose earlier layers are already
+rounded (the paper's asymmetric reconstruction: each layer also absorbs the error before it); β
+anneals from 20 to 2 after a warm-up without the regulariser, which then drives every ``h`` to 0
+or 1. The weights are set to ``s·q`` afterwards: points of the grid the exporter computes.
+
+The grid is exactly ONNX Runtime's (``quantize_static``, per output channel, symmetric):
+``s = max|w| / Qp`` with Qp = 64 for the CPU flavour's 7-bit weights, 127 for 8-bit and for
+TensorRT. The element at ``max|w|`` keeps ``±Qp``, so the exporter computes the same ``s`` from
+the rounded weights and its round-to-nearest gives back exactly the integers chosen here
+(:func:`grid_integers` checks it on the graph). BatchNorm is folded first (:mod:`export.fold`):
+the folded weights are what the INT8 graph holds.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_iqa.errors import EdgeIQAError
+
+ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
+WEIGHT_ROUNDINGS = ("nearest", "adaround")
+
+
+@dataclass(frozen=True)
+class AdaRoundConfig:
+    """How the weights were rounded; stored in the artifact's metadata."""
+
+    iterations: int = 400  # Adam steps per layer
+    batch_images: int = 4  # images of the cached inputs per step
+    images: int = 32  # calibration images whose layer inputs are cached
+    lr: float = 1e-2
+    reg_weight: float = 0.01  # λ
+    beta: tuple[float, float] = (20.0, 2.0)
+    warmup: float = 0.2  # share of the steps without the regulariser
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.batch_images < 1 or self.images < 1 or not self.lr > 0:
+            raise EdgeIQAError("adaround needs iterations, batch_images and images >= 1 and lr > 0")
+
+
+def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+
+def channel_scale(weight: torch.Tensor, qmax: int) -> torch.Tensor:
+    """ONNX Runtime's symmetric per-output-channel scale, ``max|w| / qmax``, shaped to broadcast."""
+    absmax = weight.detach().abs().flatten(1).amax(1).clamp_min(1e-12)
+    return (absmax / qmax).view(-1, *([1] * (weight.dim() - 1)))
+
+
+def nearest_integers(weight: torch.Tensor, qmax: int) -> torch.Tensor:
+    return torch.clamp(torch.round(weight / channel_scale(weight, qmax)), -qmax, qmax)
+
+
+class _Rounding(nn.Module):
+    """The soft rounding of one weight: ``floor(W/s) + h(V)``, V started at the fractional part."""
+
+    def __init__(self, weight: torch.Tensor, qmax: int):
+        super().__init__()
+        self.qmax = qmax
+        self.register_buffer("scale", channel_scale(weight, qmax))
+        scaled = weight.detach() / self.scale
+        self.register_buffer("floor", torch.floor(scaled))
+        rest = (scaled - self.floor).clamp(1e-4, 1 - 1e-4)
+        self.v = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))
+        # the element at max|w| keeps ±qmax, so the exporter computes the same scale from the result
+        self.register_buffer("pinned", (scaled.abs() >= qmax - 1e-4).float())
+        self.register_buffer("pinned_value", torch.clamp(torch.round(scaled), -qmax, qmax))
+
+    def soft(self) -> torch.Tensor:
+        q = torch.clamp(self.floor + rectified_sigmoid(self.v), -self.qmax, self.qmax)
+        return (self.pinned * self.pinned_value + (1 - self.pinned) * q) * self.scale
+
+    def hard_integers(self) -> torch.Tensor:
+        q = torch.clamp(self.floor + (self.v >= 0).float(), -self.qmax, self.qmax)
+        return self.pinned * self.pinned_value + (1 - self.pinned) * q
+
+    def regulariser(self, beta: float) -> torch.Tensor:
+        h = rectified_sigmoid(self.v)
+        return (1 - (2 * h - 1).abs().pow(beta)).sum()
+
+
+def _layer_output(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The layer's output with ``weight`` in place of its own (its own forward: timm's same-padding convs too)."""
+    if isinstance(module, nn.Linear):
+        return F.linear(x, weight, module.bias)
+    return torch.func.functional_call(module, {"weight": weight, "bias": module.bias}, (x,))
+
+
+def _capture_inputs(model: nn.Module, module: nn.Module, batches: Sequence[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    """The input of ``module`` (its first call per forward) on every batch, concatenated along dim 0."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_, args):
+        if len(seen) < count[0] + 1:
+            seen.append(args[0].detach())
+
+    count = [0]
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(*batch)
+                count[0] += 1
+    finally:
+        handle.remove()
+    return torch.cat(seen)
+
+
+def _reconstruct(module: nn.Module, qmax: int, fp_input: torch.Tensor, q_input: torch.Tensor,
+                 cfg: AdaRoundConfig, generator: torch.Generator) -> dict[str, float]:
+    """Learn the rounding of one layer; set its weight to the chosen grid points. Returns its record."""
+    weight = module.weight.detach().clone()
+    with torch.no_grad():
+        target = _layer_output(module, fp_input, weight)
+        nearest_error = float(F.mse_loss(_layer_output(module, q_input, nearest_integers(weight, qmax)
+                                                       * channel_scale(weight, qmax)), target))
+    rounding = _Rounding(weight, qmax)
+    optimizer = torch.optim.Adam([rounding.v], lr=cfg.lr)
+    n = fp_input.shape[0]
+    warm = int(cfg.warmup * cfg.iterations)
+    for step in range(cfg.iterations):
+        pick = torch.randint(0, n, (min(cfg.batch_images, n),), generator=generator)
+        out = _layer_output(module, q_input[pick], rounding.soft())
+        loss = (out - target[pick]).pow(2).sum(1).mean()  # over channels, then positions and images (BRECQ's)
+        if step >= warm:
+            progress = (step - warm) / max(cfg.iterations - warm, 1)
+            beta = cfg.beta[1] + 0.5 * (cfg.beta[0] - cfg.beta[1]) * (1 + np.cos(progress * np.pi))
+            loss = loss + cfg.reg_weight * rounding.regulariser(beta)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    integers = rounding.hard_integers()
+    with torch.no_grad():
+        module.weight.copy_(integers * rounding.scale)
+        error = float(F.mse_loss(_layer_output(module, q_input, module.weight), target))
+    changed = float((integers != nearest_integers(weight, qmax)).float().mean())
+    return {"mse_nearest": nearest_error, "mse_adaround": error, "flipped": changed}
+
+
+def adaround(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]], qmax: int,
+             cfg: AdaRoundConfig = AdaRoundConfig(), progress: Callable[[str, dict], None] | None = None,
+             ) -> tuple[nn.Module, list[dict]]:
+    """A copy of the BatchNorm-folded ``model`` whose conv/linear weights lie on their INT8 grid (``qmax``),
+    each layer's rounding learned in execution order; and a record per layer.
+
+    ``batches``: calibration inputs (tuples of view tensors), at most ``cfg.images`` images are cached.
+    A layer whose nearest rounding reconstructs no worse keeps it (AdaRound never makes a layer worse
+    on the calibration images).
+    """
+    from export.qat import weighted_layers
+
+    batches = _first_images(batches, cfg.images)
+    if not batches:
+        raise EdgeIQAError("adaround: no calibration image could be decoded")
+    reference = model.eval()
+    rounded = copy.deepcopy(model).eval()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    fp_layers = dict(weighted_layers(reference, batches[0]))
+    records = []
+    for name, module in weighted_layers(rounded, batches[0]):
+        start = time.perf_counter()
+        fp_input = _capture_inputs(reference, fp_layers[name], batches)
+        q_input = _capture_inputs(rounded, module, batches)
+        before = module.weight.detach().clone()
+        record = _reconstruct(module, qmax, fp_input, q_input, cfg, generator)
+        if record["mse_adaround"] > record["mse_nearest"]:
+            with torch.no_grad():
+                module.weight.copy_(nearest_integers(before, qmax) * channel_scale(before, qmax))
+            record["kept"] = "nearest"
+        else:
+            record["kept"] = "adaround"
+        record.update(layer=name, seconds=round(time.perf_counter() - start, 2))
+        records.append(record)
+        if progress:
+            progress(name, record)
+    for p in rounded.parameters():
+        p.requires_grad_(False)
+    return rounded, records
+
+
+def _first_images(batches: Iterable[tuple[torch.Tensor, ...]], limit: int) -> list[tuple[torch.Tensor, ...]]:
+    kept, count = [], 0
+    for batch in batches:
+        if count >= limit:
+            break
+        take = min(limit - count, batch[0].shape[0])
+        kept.append(tuple(t[:take] for t in batch))
+        count += take
+    return kept
+
+
+def grid_integers(weight: np.ndarray, qmax: int) -> np.ndarray:
+    """The integers ONNX Runtime's symmetric per-channel quantizer gives ``weight`` (axis 0: output channel)."""
+    absmax = np.abs(weight.reshape(weight.shape[0], -1)).max(1).astype(np.float32)
+    scale = (absmax / np.float32(qmax)).reshape(-1, *([1] * (weight.ndim - 1)))
+    return np.clip(np.rint(weight / scale), -qmax, qmax)
+
+
+def check_on_grid(onnx_path, qmax: int, rtol: float = 1e-5) -> None:
+    """Raise unless every Conv/Gemm weight of the FP32 graph lies on its own per-channel grid (``max|w| / qmax``):
+    then ONNX Runtime's quantizer, rounding to nearest, keeps the integers AdaRound chose."""
+    import onnx
+    from onnx import numpy_helper
+
+    from export.qat import _stores_transposed, weighted_nodes
+
+    graph = onnx.load(str(onnx_path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    for node in weighted_nodes(graph):
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        weight = weight.T if _stores_transposed(node) else weight
+        absmax = np.abs(weight.reshape(weight.shape[0], -1)).max(1).reshape(-1, *([1] * (weight.ndim - 1)))
+        back = grid_integers(weight, qmax) * (absmax / np.float32(qmax))
+        if not np.allclose(back, weight, rtol=0, atol=rtol * float(absmax.max())):
+            raise EdgeIQAError(f"adaround: the weights of {node.name} are off their INT8 grid; "
+                               "the quantizer would round them again")
+
+
+def summary(cfg: AdaRoundConfig, records: list[dict]) -> dict:
+    """What goes into the artifact's metadata: the settings and how much the reconstruction error fell."""
+    nearest = sum(r["mse_nearest"] for r in records)
+    learned = sum(r["mse_adaround"] if r["kept"] == "adaround" else r["mse_nearest"] for r in records)
+    return {"config": asdict(cfg), "layers": len(records),
+            "layers_kept_nearest": sum(r["kept"] == "nearest" for r in records),
+            "sum_mse_nearest": nearest, "sum_mse_adaround": learned,
+            "seconds": round(sum(r["seconds"] for r in records), 1)}

@@ -1,0 +1,137 @@
+"""AdaRound (:mod:`export.adaround`): learned rounding reconstructs a layer's output better than
+rounding to nearest, its integers survive ONNX Runtime's own weight quantizer, and
+``edge-iqa export --weight-rounding adaround`` writes an INT8 artifact from it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from onnx import TensorProto
+from torch import nn
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class _TwoConvs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.dw(torch.relu(self.a(x))))
+        return self.head(x.mean((2, 3))).squeeze(1)
+
+
+def _inputs(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(2, 3, 12, 12, generator=g),) for _ in range(n)]
+
+
+@pytest.mark.parametrize("qmax", [64, 127])
+def test_adaround_beats_nearest_and_stays_on_the_grid(qmax):
+    from export.adaround import AdaRoundConfig, adaround, channel_scale, grid_integers, nearest_integers
+
+    torch.manual_seed(0)
+    model = _TwoConvs().eval()
+    batches = _inputs()
+    rounded, records = adaround(model, batches, qmax, AdaRoundConfig(iterations=150, images=8, batch_images=4))
+    assert [r["layer"] for r in records] == ["a", "dw", "head"]
+    first = records[0]  # same inputs as the FP32 model: a like-for-like comparison
+    assert first["kept"] == "adaround" and first["mse_adaround"] < first["mse_nearest"] and first["flipped"] > 0
+    for name in ("a", "dw", "head"):
+        before, after = getattr(model, name).weight.detach(), getattr(rounded, name).weight.detach()
+        assert torch.equal(channel_scale(before, qmax), channel_scale(after, qmax))  # max |w| kept per channel
+        levels = after / channel_scale(after, qmax)
+        assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.abs().max() <= qmax + 1e-4
+        assert (levels.round() - nearest_integers(before, qmax)).abs().max() <= 1  # floor or ceil only
+        np.testing.assert_array_equal(grid_integers(after.numpy(), qmax), levels.round().numpy())
+    assert not torch.equal(model.a.weight, rounded.a.weight)  # a copy was rounded, not the model
+
+
+@pytest.mark.parametrize("reduce_range,qmax", [(True, 64), (False, 127)])
+def test_onnxruntime_quantizer_keeps_the_chosen_integers(reduce_range, qmax):
+    """ONNX Runtime's own per-channel weight quantizer (``quantize_data``, what quantize_static calls for each
+    output channel) gives back exactly AdaRound's integers: it would not round them again."""
+    from onnxruntime.quantization.quant_utils import quantize_data
+
+    from export.adaround import AdaRoundConfig, adaround, channel_scale
+
+    torch.manual_seed(1)
+    model = _TwoConvs().eval()
+    rounded, _ = adaround(model, _inputs(), qmax, AdaRoundConfig(iterations=60, images=8))
+    for name in ("a", "dw", "head"):
+        weight = getattr(rounded, name).weight.detach()
+        chosen = (weight / channel_scale(weight, qmax)).round().numpy()
+        for c in range(weight.shape[0]):
+            _, _, quantized = quantize_data(weight[c].numpy().ravel(), TensorProto.INT8, True, reduce_range)
+            np.testing.assert_array_equal(np.asarray(quantized, np.float32), chosen[c].ravel())
+
+
+def test_check_on_grid_refuses_weights_off_the_grid(tmp_path):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from edge_iqa.errors import EdgeIQAError
+    from export.adaround import check_on_grid
+
+    w = np.array([[[[1.0, 0.5]]], [[[-2.0, 0.7]]]], np.float32)  # (2, 1, 1, 2); 0.7 is off 2/64's grid
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(EdgeIQAError, match="off their INT8 grid"):
+        check_on_grid(path, 64)
+    w[1, 0, 0, 1] = -2.0 * 22 / 64
+    onnx.save(helper.make_model(helper.make_graph(
+        [node], "g", list(graph.input), list(graph.output), [numpy_helper.from_array(w, "w")])), str(path))
+    check_on_grid(path, 64)
+
+
+@pytest.fixture(scope="module")
+def export_fixture(tmp_path_factory):
+    from golden_fixtures import fixture_module, fixture_student, rebuilt_data
+
+    module = fixture_module("make_fixture")
+    return fixture_student(module), rebuilt_data(module, tmp_path_factory.mktemp("adaround") / "data")
+
+
+def test_export_cli_adaround_records_its_rounding(export_fixture, tmp_path, capsys, monkeypatch):
+    import functools
+
+    import onnx
+
+    import export.adaround
+    from edge_iqa.cli import main
+
+    monkeypatch.setattr(export.adaround, "AdaRoundConfig",  # a few steps: the unit tests above judge the rounding
+                        functools.partial(export.adaround.AdaRoundConfig, iterations=20, images=4))
+    _, data = export_fixture
+    out = tmp_path / "int8"
+    code = main(["export", "tests/fixtures/student.pt", "--format", "onnx", "--precision", "int8", "--calib", str(data),
+                 "--weight-rounding", "adaround", "--cpu-layout", "qdq", "--out", str(out), "--json"])
+    report = json.loads(capsys.readouterr().out)["export"]
+    assert code == 0 and report["export_config"]["weight_rounding"] == "adaround"
+    rounding = report["info"]["adaround"]
+    assert rounding["layers"] == 106 and rounding["config"]["iterations"] == 20
+    assert rounding["sum_mse_adaround"] <= rounding["sum_mse_nearest"]
+    from export.metadata import EXPORT_KEY
+
+    metadata = {p.key: p.value for p in onnx.load(str(out / "model_int8.onnx")).metadata_props}
+    assert json.loads(metadata[EXPORT_KEY])["adaround"]["layers"] == 106
+
+
+def test_adaround_is_refused_where_it_cannot_apply():
+    from edge_iqa.errors import EdgeIQAError
+    from export.formats import ExportConfig
+
+    with pytest.raises(EdgeIQAError, match="int8 ONNX and TensorRT"):
+        ExportConfig(format="onnx", precision="fp32", weight_rounding="adaround")
+    with pytest.raises(EdgeIQAError, match="choose one of"):
+        ExportConfig(format="onnx", precision="int8", weight_rounding="up")
