@@ -13,7 +13,11 @@ model):
   (CoreML: from coremltools' own moving-average min/max observers, the only start it takes); it
   exports the best of its PTQ start and each epoch on the val split (``--select-split val``);
 - for ONNX also both with ``--cpu-weight-bits 8`` (methods ``ptq-w8``, ``qat-w8``): full-range
-  weights, exact on VNNI and ARM64 cores (the 7-bit default gives the same scores on every x86 CPU).
+  weights, exact on VNNI and ARM64 cores (the 7-bit default gives the same scores on every x86 CPU);
+- for ONNX and TensorRT, PTQ with AdaRound's learned weight rounding (``--weight-rounding adaround``;
+  methods ``ptq-ada``, ``ptq-w8-ada``).
+
+``--methods`` runs a subset of these.
 
 It writes ``benchmarks/results/NAME.{json,md}``: Spearman vs FP32 and SRCC drop per seed ×
 target × method, whether the artifact ran or was simulated (TensorRT's graph in ONNX Runtime,
@@ -46,11 +50,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = ("onnx", "tensorrt", "coreml")
 GOAL_SPEARMAN, GOAL_DROP = 0.99, 0.01  # issue 14's goal (export --check's own limits: 0.98, 0.01)
 BURST_GOAL_SPEARMAN = 0.98  # issue 13's: mean per-burst Spearman vs FP32, worst task
+METHODS = ("ptq", "qat", "ptq-w8", "qat-w8", "ptq-ada", "ptq-w8-ada")
 START = ("--calib-method", "quantile", "--percentile", "99.99")  # seed 0's choice on its val split
 
 
 def commands(checkpoint: Path, data: Path, out: Path, target: str, args) -> dict[str, list[str]]:
-    """The PTQ and QAT command lines of one checkpoint and target (as recorded: ``edge-iqa ...``)."""
+    """The command line of each method for one checkpoint and target (as recorded: ``edge-iqa ...``)."""
     common = ["--check", str(data), "--json"]
     ptq_calib = ("--calib-method", "auto")
     qat_calib = () if target == "coreml" else START  # CoreML QAT starts from coremltools' own min/max observers
@@ -62,7 +67,11 @@ def commands(checkpoint: Path, data: Path, out: Path, target: str, args) -> dict
         found["qat" + suffix] = ["edge-iqa", "qat", str(checkpoint), "--data", str(data), "--format", target,
                                  "--epochs", str(args.qat_epochs), "--max-images", str(args.qat_max_images), *qat_calib,
                                  *extra, "--no-ptq", "--out", str(out / f"{target}-qat{suffix}"), *common]
-    return found
+        if target != "coreml":  # coremltools rounds CoreML's weights itself
+            found[f"ptq{suffix}-ada"] = ["edge-iqa", "export", str(checkpoint), "--format", target, "--precision",
+                                         "int8", "--calib", str(data), *ptq_calib, *extra, "--weight-rounding",
+                                         "adaround", "--out", str(out / f"{target}-ptq{suffix}-ada"), *common]
+    return {method: argv for method, argv in found.items() if method in args.methods}
 
 
 def run_one(argv: list[str], out: Path, threads: int) -> dict:
@@ -99,6 +108,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (train calibrates, val chooses, test checks)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "int8_seeds")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="which methods to run (those a target does not take are left out)")
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--qat-max-images", type=int, default=0, help="training images per QAT epoch (0: all)")
     parser.add_argument("--parallel", type=int, default=2, help="commands at a time")
@@ -168,7 +179,7 @@ def render(result: dict) -> str:
     lines = [f"# INT8 per target and seed: PTQ (`--calib-method auto`) and QAT ({result['date']})", "",
              "QAT exports the best of its PTQ start (epoch 0) and each epoch on the val split; `-w8`: ONNX with "
              "`--cpu-weight-bits 8` (full-range weights; the default 7-bit weights give the same scores on every "
-             "x86 CPU).", "",
+             "x86 CPU); `-ada`: `--weight-rounding adaround` (AdaRound's learned weight rounding).", "",
              f"Command: `{result['command']}` ({result['parallel']} commands at a time, {result['threads']} thread each).",
              "", scored + " *ran*: the artifact in its runtime (ONNX Runtime); *simulated*: TensorRT's QDQ graph in ONNX "
              "Runtime, CoreML W8A8 weights in PyTorch (neither runtime runs here).", "", *header]
