@@ -14,8 +14,8 @@ model):
   exports the best of its PTQ start and each epoch on the val split (``--select-split val``);
 - for ONNX also both with ``--cpu-weight-bits 8`` (methods ``ptq-w8``, ``qat-w8``): full-range
   weights, exact on VNNI and ARM64 cores (the 7-bit default gives the same scores on every x86 CPU);
-- for ONNX and TensorRT, PTQ with AdaRound's learned weight rounding (``--weight-rounding adaround``;
-  methods ``ptq-ada``, ``ptq-w8-ada``).
+- PTQ with AdaRound's learned weight rounding (``--weight-rounding adaround``; methods ``ptq-ada``
+  and, for ONNX, ``ptq-w8-ada``).
 
 ``--methods`` runs a subset of these.
 
@@ -67,10 +67,9 @@ def commands(checkpoint: Path, data: Path, out: Path, target: str, args) -> dict
         found["qat" + suffix] = ["edge-iqa", "qat", str(checkpoint), "--data", str(data), "--format", target,
                                  "--epochs", str(args.qat_epochs), "--max-images", str(args.qat_max_images), *qat_calib,
                                  *extra, "--no-ptq", "--out", str(out / f"{target}-qat{suffix}"), *common]
-        if target != "coreml":  # coremltools rounds CoreML's weights itself
-            found[f"ptq{suffix}-ada"] = ["edge-iqa", "export", str(checkpoint), "--format", target, "--precision",
-                                         "int8", "--calib", str(data), *ptq_calib, *extra, "--weight-rounding",
-                                         "adaround", "--out", str(out / f"{target}-ptq{suffix}-ada"), *common]
+        found[f"ptq{suffix}-ada"] = ["edge-iqa", "export", str(checkpoint), "--format", target, "--precision",
+                                     "int8", "--calib", str(data), *ptq_calib, *extra, "--weight-rounding",
+                                     "adaround", "--out", str(out / f"{target}-ptq{suffix}-ada"), *common]
     return {method: argv for method, argv in found.items() if method in args.methods}
 
 

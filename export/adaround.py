@@ -13,12 +13,15 @@ rounded (the paper's asymmetric reconstruction: each layer also absorbs the erro
 anneals from 20 to 2 after a warm-up without the regulariser, which then drives every ``h`` to 0
 or 1. The weights are set to ``s·q`` afterwards: points of the grid the exporter computes.
 
-The grid is exactly ONNX Runtime's (``quantize_static``, per output channel, symmetric):
-``s = max|w| / Qp`` with Qp = 64 for the CPU flavour's 7-bit weights, 127 for 8-bit and for
-TensorRT. The element at ``max|w|`` keeps ``±Qp``, so the exporter computes the same ``s`` from
-the rounded weights and its round-to-nearest gives back exactly the integers chosen here
-(:func:`grid_integers` checks it on the graph). BatchNorm is folded first (:mod:`export.fold`):
-the folded weights are what the INT8 graph holds.
+The grid is exactly the one the target's own weight quantizer computes (:class:`Grid`), so the
+exporter's round-to-nearest gives back the integers chosen here: ONNX Runtime's ``quantize_static``
+and TensorRT's Q/DQ weights are symmetric per output channel, ``s = max|w| / Qp`` with Qp = 64
+for the CPU flavour's 7-bit weights and 127 otherwise; coremltools' W8A8 ``LinearQuantizer`` is
+affine per output channel (torch.ao's min/max observer: ``s = (max(w,0) − min(w,0)) / 255``, zero
+point ``−128 − round(min(w,0)/s)``). The elements that set ``s`` (and the zero point) keep their
+values, so the quantizer computes the same grid from the rounded weights (:func:`check_on_grid`
+checks an ONNX graph). BatchNorm is folded first (:mod:`export.fold`): the folded weights are
+what the INT8 graph holds.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from torch import nn
 from edge_iqa.errors import EdgeIQAError
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
-WEIGHT_ROUNDINGS = ("nearest", "adaround")
 
 
 @dataclass(frozen=True)
@@ -61,38 +63,85 @@ def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0, 1)
 
 
-def channel_scale(weight: torch.Tensor, qmax: int) -> torch.Tensor:
-    """ONNX Runtime's symmetric per-output-channel scale, ``max|w| / qmax``, shaped to broadcast."""
-    absmax = weight.detach().abs().flatten(1).amax(1).clamp_min(1e-12)
-    return (absmax / qmax).view(-1, *([1] * (weight.dim() - 1)))
+@dataclass(frozen=True)
+class Grid:
+    """The int8 levels a target's weight quantizer gives each output channel (axis 0) of a weight."""
+
+    qmin: int
+    qmax: int
+    symmetric: bool  # scale max|w| / qmax, zero point 0; else affine from the channel's min and max
+
+    def params(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel scale and zero point, shaped to broadcast against ``weight``."""
+        flat = weight.detach().flatten(1)
+        shape = (-1, *([1] * (weight.dim() - 1)))
+        if self.symmetric:
+            scale = flat.abs().amax(1).clamp_min(1e-12) / self.qmax
+            zero = torch.zeros_like(scale)
+        else:  # torch.ao's per-channel affine min/max observer (what coremltools' LinearQuantizer uses)
+            low, high = flat.amin(1).clamp(max=0), flat.amax(1).clamp(min=0)
+            scale = ((high - low) / (self.qmax - self.qmin)).clamp_min(torch.finfo(torch.float32).eps)
+            zero = torch.clamp(self.qmin - torch.round(low / scale), self.qmin, self.qmax)
+        return scale.view(shape), zero.view(shape)
+
+    def integers(self, weight: torch.Tensor) -> torch.Tensor:
+        """The levels the target's quantizer rounds ``weight`` to (nearest)."""
+        scale, zero = self.params(weight)
+        return torch.clamp(torch.round(weight / scale) + zero, self.qmin, self.qmax)
+
+    def pinned(self, weight: torch.Tensor) -> torch.Tensor:
+        """The elements whose values set the scale and zero point: they keep their values."""
+        flat = weight.detach().flatten(1)
+        if self.symmetric:
+            hit = flat.abs() == flat.abs().amax(1, keepdim=True)
+        else:
+            hit = (flat == flat.amin(1, keepdim=True)) | (flat == flat.amax(1, keepdim=True))
+        return hit.view_as(weight)
+
+    def nearest(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight`` rounded to its nearest levels, the pinned elements as they are: the target's own
+        rounding of it gives the same integers."""
+        scale, zero = self.params(weight)
+        return torch.where(self.pinned(weight), weight, (self.integers(weight) - zero) * scale)
 
 
-def nearest_integers(weight: torch.Tensor, qmax: int) -> torch.Tensor:
-    return torch.clamp(torch.round(weight / channel_scale(weight, qmax)), -qmax, qmax)
+def symmetric_grid(qmax: int) -> Grid:
+    """ONNX Runtime's and TensorRT's weight grid: symmetric, |q| <= qmax (64: ORT's 7-bit reduce_range)."""
+    return Grid(-qmax, qmax, True)
+
+
+COREML_GRID = Grid(-128, 127, False)  # coremltools' W8A8 LinearQuantizer, quantization_scheme="affine"
 
 
 class _Rounding(nn.Module):
-    """The soft rounding of one weight: ``floor(W/s) + h(V)``, V started at the fractional part."""
+    """The soft rounding of one weight: ``floor(W/s + z) + h(V)``, V started at the fractional part."""
 
-    def __init__(self, weight: torch.Tensor, qmax: int):
+    def __init__(self, weight: torch.Tensor, grid: Grid):
         super().__init__()
-        self.qmax = qmax
-        self.register_buffer("scale", channel_scale(weight, qmax))
-        scaled = weight.detach() / self.scale
+        self.grid = grid
+        scale, zero = grid.params(weight)
+        self.register_buffer("scale", scale)
+        self.register_buffer("zero", zero)
+        scaled = weight.detach() / scale + zero
         self.register_buffer("floor", torch.floor(scaled))
         rest = (scaled - self.floor).clamp(1e-4, 1 - 1e-4)
         self.v = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))
-        # the element at max|w| keeps ±qmax, so the exporter computes the same scale from the result
-        self.register_buffer("pinned", (scaled.abs() >= qmax - 1e-4).float())
-        self.register_buffer("pinned_value", torch.clamp(torch.round(scaled), -qmax, qmax))
+        self.register_buffer("pinned", grid.pinned(weight).float())
+        self.register_buffer("original", weight.detach().clone())
+        self.register_buffer("pinned_rounded", (grid.integers(weight) - zero) * scale)  # what the target makes of them
+
+    def _value(self, q: torch.Tensor) -> torch.Tensor:
+        return (torch.clamp(q, self.grid.qmin, self.grid.qmax) - self.zero) * self.scale
 
     def soft(self) -> torch.Tensor:
-        q = torch.clamp(self.floor + rectified_sigmoid(self.v), -self.qmax, self.qmax)
-        return (self.pinned * self.pinned_value + (1 - self.pinned) * q) * self.scale
+        return self.pinned * self.pinned_rounded + (1 - self.pinned) * self._value(self.floor + rectified_sigmoid(self.v))
 
     def hard_integers(self) -> torch.Tensor:
-        q = torch.clamp(self.floor + (self.v >= 0).float(), -self.qmax, self.qmax)
-        return self.pinned * self.pinned_value + (1 - self.pinned) * q
+        return torch.clamp(self.floor + (self.v >= 0).float(), self.grid.qmin, self.grid.qmax)
+
+    def hard(self) -> torch.Tensor:
+        """The weight to write: the learned levels, the pinned elements as they were."""
+        return self.pinned * self.original + (1 - self.pinned) * self._value(self.hard_integers())
 
     def regulariser(self, beta: float) -> torch.Tensor:
         h = rectified_sigmoid(self.v)
@@ -126,15 +175,14 @@ def _capture_inputs(model: nn.Module, module: nn.Module, batches: Sequence[tuple
     return torch.cat(seen)
 
 
-def _reconstruct(module: nn.Module, qmax: int, fp_input: torch.Tensor, q_input: torch.Tensor,
+def _reconstruct(module: nn.Module, grid: Grid, fp_input: torch.Tensor, q_input: torch.Tensor,
                  cfg: AdaRoundConfig, generator: torch.Generator) -> dict[str, float]:
     """Learn the rounding of one layer; set its weight to the chosen grid points. Returns its record."""
     weight = module.weight.detach().clone()
     with torch.no_grad():
         target = _layer_output(module, fp_input, weight)
-        nearest_error = float(F.mse_loss(_layer_output(module, q_input, nearest_integers(weight, qmax)
-                                                       * channel_scale(weight, qmax)), target))
-    rounding = _Rounding(weight, qmax)
+        nearest_error = float(F.mse_loss(_layer_output(module, q_input, grid.nearest(weight)), target))
+    rounding = _Rounding(weight, grid)
     optimizer = torch.optim.Adam([rounding.v], lr=cfg.lr)
     n = fp_input.shape[0]
     warm = int(cfg.warmup * cfg.iterations)
@@ -149,18 +197,18 @@ def _reconstruct(module: nn.Module, qmax: int, fp_input: torch.Tensor, q_input: 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    integers = rounding.hard_integers()
     with torch.no_grad():
-        module.weight.copy_(integers * rounding.scale)
+        module.weight.copy_(rounding.hard())
         error = float(F.mse_loss(_layer_output(module, q_input, module.weight), target))
-    changed = float((integers != nearest_integers(weight, qmax)).float().mean())
+        free = rounding.pinned == 0
+        changed = float(((rounding.hard_integers() != grid.integers(weight)) & free).float().mean())
     return {"mse_nearest": nearest_error, "mse_adaround": error, "flipped": changed}
 
 
-def adaround(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]], qmax: int,
+def adaround(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]], grid: Grid,
              cfg: AdaRoundConfig = AdaRoundConfig(), progress: Callable[[str, dict], None] | None = None,
              ) -> tuple[nn.Module, list[dict]]:
-    """A copy of the BatchNorm-folded ``model`` whose conv/linear weights lie on their INT8 grid (``qmax``),
+    """A copy of the BatchNorm-folded ``model`` whose conv/linear weights lie on their INT8 ``grid``,
     each layer's rounding learned in execution order; and a record per layer.
 
     ``batches``: calibration inputs (tuples of view tensors), at most ``cfg.images`` images are cached.
@@ -183,10 +231,10 @@ def adaround(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]], qmax
         fp_input = _capture_inputs(reference, fp_layers[name], batches)
         q_input = _capture_inputs(rounded, module, batches)
         before = module.weight.detach().clone()
-        record = _reconstruct(module, qmax, fp_input, q_input, cfg, generator)
+        record = _reconstruct(module, grid, fp_input, q_input, cfg, generator)
         if record["mse_adaround"] > record["mse_nearest"]:
             with torch.no_grad():
-                module.weight.copy_(nearest_integers(before, qmax) * channel_scale(before, qmax))
+                module.weight.copy_(grid.nearest(before))
             record["kept"] = "nearest"
         else:
             record["kept"] = "adaround"
@@ -237,11 +285,11 @@ def check_on_grid(onnx_path, qmax: int, rtol: float = 1e-5) -> None:
                                "the quantizer would round them again")
 
 
-def summary(cfg: AdaRoundConfig, records: list[dict]) -> dict:
+def summary(cfg: AdaRoundConfig, grid: Grid, records: list[dict]) -> dict:
     """What goes into the artifact's metadata: the settings and how much the reconstruction error fell."""
     nearest = sum(r["mse_nearest"] for r in records)
     learned = sum(r["mse_adaround"] if r["kept"] == "adaround" else r["mse_nearest"] for r in records)
-    return {"config": asdict(cfg), "layers": len(records),
+    return {"config": asdict(cfg), "grid": asdict(grid), "layers": len(records),
             "layers_kept_nearest": sum(r["kept"] == "nearest" for r in records),
             "sum_mse_nearest": nearest, "sum_mse_adaround": learned,
             "seconds": round(sum(r["seconds"] for r in records), 1)}

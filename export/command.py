@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8 ONNX for CPU: 7-bit weights (default: the same scores on every x86-64 CPU) or 8 "
                              "(more accurate; exact on x86 with VNNI and on ARM64, saturates on AVX2-only cores)")
     parser.add_argument("--weight-rounding", default="nearest", choices=WEIGHT_ROUNDINGS,
-                        help="int8 ONNX/TensorRT weights: nearest (default) or adaround (learn each layer's "
+                        help="int8 ONNX/TensorRT/CoreML weights: nearest (default) or adaround (learn each layer's "
                              "rounding on the calibration images; minutes on a CPU)")
     parser.add_argument("--float-layer", action="append", default=[], metavar="NODE",
                         help="leave in float in int8 ONNX/TensorRT graphs (repeatable): an ONNX node name, a "

@@ -25,7 +25,7 @@ PRECISIONS = ("fp32", "fp16", "int8", "w8")
 CALIB_METHODS = ("minmax", "percentile", "entropy", "quantile", "auto")  # auto: export.quantize.choose_calibration
 SPLITS = ("train", "val", "test", "all")
 CPU_LAYOUTS = ("auto", "qdq", "qoperator")
-WEIGHT_ROUNDINGS = ("nearest", "adaround")  # int8 ONNX/TensorRT weights: round to nearest, or export.adaround
+WEIGHT_ROUNDINGS = ("nearest", "adaround")  # int8 ONNX/TensorRT/CoreML weights: round to nearest, or export.adaround
 CPU_WEIGHT_BITS = (7, 8)  # U8S8 weights for ONNX Runtime on CPU (export.quantize: 7 = same scores on every x86 CPU)
 QAT_FORMATS = ("onnx", "tensorrt", "coreml")  # formats `edge-iqa qat` fine-tunes for (export.qat)
 QAT_SELECT_SPLITS = ("val", "train", "none")  # what picks the epoch edge-iqa qat exports; none: the last
@@ -122,7 +122,7 @@ class ExportConfig:
     every x86-64 CPU, the default) or 8 (full range: exact where the integer kernels accumulate in
     int32, i.e. x86 with VNNI and ARM64; an AVX2 core without VNNI saturates some sums; see
     :mod:`export.quantize`).
-    weight_rounding: how int8 ONNX/TensorRT weights meet their grid: ``nearest`` (ONNX Runtime's own
+    weight_rounding: how int8 ONNX/TensorRT/CoreML weights meet their grid: ``nearest`` (ONNX Runtime's own
     rounding) or ``adaround`` (each layer's rounding learned on the calibration images so that it
     reproduces its FP32 output; :mod:`export.adaround`).
     """
@@ -176,9 +176,9 @@ class ExportConfig:
                                "weights are always 8-bit)")
         if self.weight_rounding not in WEIGHT_ROUNDINGS:
             raise EdgeIQAError(f"--weight-rounding {self.weight_rounding}: choose one of {', '.join(WEIGHT_ROUNDINGS)}")
-        if self.weight_rounding != "nearest" and not (self.precision == "int8" and self.format in ("onnx", "tensorrt")):
-            raise EdgeIQAError("--weight-rounding adaround applies to int8 ONNX and TensorRT graphs (CoreML's "
-                               "converter rounds its own weights)")
+        if self.weight_rounding != "nearest" and not (self.precision == "int8"
+                                                      and self.format in ("onnx", "tensorrt", "coreml")):
+            raise EdgeIQAError("--weight-rounding adaround applies to --precision int8 for ONNX, TensorRT and CoreML")
         if self.calib_images < 1:
             raise EdgeIQAError(f"--calib-images must be at least 1, got {self.calib_images}")
         if not 50.0 < self.percentile <= 100.0:

@@ -109,25 +109,34 @@ def _onnx_graph(model: IQAModel, export: ExportConfig, path: Path, calib, meta: 
     return info
 
 
-def adarounded_graph(model: IQAModel, export: ExportConfig, fp32: Path, calib, out: Path, flavour: str
-                     ) -> tuple[Path, dict]:
-    """The FP32 graph ``fp32`` with AdaRound's weights (:mod:`export.adaround`, on ``calib``'s calibration
-    images), which lie on the grid the INT8 quantizer of ``flavour`` computes; and the rounding's record."""
-    from export.adaround import AdaRoundConfig, adaround, check_on_grid, summary
+def adarounded_model(model: IQAModel, export: ExportConfig, calib, grid) -> tuple[IQAModel, dict]:
+    """A BatchNorm-folded copy of ``model`` with AdaRound's weights (:mod:`export.adaround`, learned on
+    ``calib``'s calibration images) on ``grid``, the target quantizer's own; and the rounding's record."""
+    from export.adaround import AdaRoundConfig, adaround, summary
     from export.fold import fold_batchnorm
-    from export.qat import check_same_scores, graph_weighted_inputs, match_layers, weighted_layers, write_weights
 
     if model.config.burst is not None:
         raise EdgeIQAError("--weight-rounding adaround is for photo models; a burst model exports with nearest rounding")
-    qmax = 64 if flavour == "cpu" and export.cpu_weight_bits == 7 else 127
     cfg = AdaRoundConfig()
     folded = fold_batchnorm(model, example_inputs(model.config))
-    rounded, records = adaround(folded, _calib_tensors(model.config, export, calib), qmax, cfg)
+    rounded, records = adaround(folded, _calib_tensors(model.config, export, calib), grid, cfg)
+    return rounded, summary(cfg, grid, records)
+
+
+def adarounded_graph(model: IQAModel, export: ExportConfig, fp32: Path, calib, out: Path, flavour: str
+                     ) -> tuple[Path, dict]:
+    """The FP32 graph ``fp32`` with AdaRound's weights on the grid the INT8 quantizer of ``flavour``
+    computes (symmetric; 7-bit for the CPU flavour's default); and the rounding's record."""
+    from export.adaround import check_on_grid, symmetric_grid
+    from export.qat import check_same_scores, graph_weighted_inputs, match_layers, weighted_layers, write_weights
+
+    qmax = 64 if flavour == "cpu" and export.cpu_weight_bits == 7 else 127
+    rounded, record = adarounded_model(model, export, calib, symmetric_grid(qmax))
     pairs = match_layers(weighted_layers(rounded, example_inputs(model.config)), graph_weighted_inputs(fp32))
     graph = write_weights(fp32, pairs, out)
     check_same_scores(rounded, graph)
     check_on_grid(graph, qmax)
-    return graph, summary(cfg, records)
+    return graph, record
 
 
 def deployable_bytes(path: Path) -> int:
@@ -296,17 +305,24 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
     path = out / f"model_{export.precision}.mlpackage"
     info: dict[str, Any] = {}
     config = model.config
+    source = None  # the net calibrated, when not the model: its AdaRound copy on coremltools' affine grid
+    if export.precision == "int8" and calibrated is None and export.weight_rounding == "adaround":
+        from export.adaround import COREML_GRID
+
+        source, info["adaround"] = adarounded_model(model, export, calib, COREML_GRID)
+        meta = {**meta, "adaround": info["adaround"]}
     if config.burst is not None:  # the burst graph contract: every task's (B, n_tasks, T) scores
         from edge_iqa.burst_model import AllTaskScores
 
         model = AllTaskScores(model).eval()
     if export.precision == "int8" and calibrated is None:
         batches = list(_calib_tensors(config, export, calib))
+        source = model if source is None else source
         if export.calib_method == "auto":
-            calibrated, info["calib_auto"] = _choose_w8a8(model, config, export, calib, batches)
+            calibrated, info["calib_auto"] = _choose_w8a8(model, source, config, export, calib, batches)
             meta = {**meta, "calib_auto_chosen": info["calib_auto"]["chosen"]}
         else:
-            calibrated, _ = calibrate_w8a8(model, batches, method=export.calib_method, percentile=export.percentile)
+            calibrated, _ = calibrate_w8a8(source, batches, method=export.calib_method, percentile=export.percentile)
         info["calib_images"] = sum(int(np.prod(b[0].shape[:-3])) for b in batches)  # frames for bursts
         meta = {**meta, "calib_images": info["calib_images"]}
     torch2coreml(model, path, precision=export.precision, calibrated=calibrated, export=meta)
@@ -335,9 +351,10 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
     return Artifact(export, config, path, [path], module_batch_fn(net), SIMULATED, how, checks=checks, info=info)
 
 
-def _choose_w8a8(model, config: ModelConfig, export: ExportConfig, calib, batches) -> tuple[torch.nn.Module, dict]:
-    """``--calib-method auto`` for CoreML W8A8: each candidate's fake-quant net (what the CoreML check
-    simulates) scored against the FP32 model on ``calib_select_split``, the best kept; and the record."""
+def _choose_w8a8(model, source, config: ModelConfig, export: ExportConfig, calib, batches
+                 ) -> tuple[torch.nn.Module, dict]:
+    """``--calib-method auto`` for CoreML W8A8: each candidate's fake-quant net of ``source`` (what the CoreML
+    check simulates) scored against the FP32 ``model`` on ``calib_select_split``, the best kept; and the record."""
     from export.burst import module_batch_fn
     from export.calibration import COREML_AUTO_CANDIDATES, Candidate
     from export.coreml import calibrate_w8a8
@@ -345,7 +362,7 @@ def _choose_w8a8(model, config: ModelConfig, export: ExportConfig, calib, batche
 
     candidates = [Candidate.parse(c) for c in export.calib_candidates] or list(COREML_AUTO_CANDIDATES)
     selection = SelectionSplit(config, calib, export.calib_select_split)
-    nets = [calibrate_w8a8(model, batches, method=c.method, percentile=c.percentile)[0] for c in candidates]
+    nets = [calibrate_w8a8(source, batches, method=c.method, percentile=c.percentile)[0] for c in candidates]
     figures = selection.measure_batch_fns([module_batch_fn(net) for net in (model, *nets)])
     best, record = rank_candidates(candidates, selection, figures)
     return nets[best], {**record, "scored_as": "coremltools' fake-quant W8A8 net in PyTorch"}

@@ -32,24 +32,32 @@ def _inputs(n=4, seed=0):
     return [(torch.rand(2, 3, 12, 12, generator=g),) for _ in range(n)]
 
 
-@pytest.mark.parametrize("qmax", [64, 127])
-def test_adaround_beats_nearest_and_stays_on_the_grid(qmax):
-    from export.adaround import AdaRoundConfig, adaround, channel_scale, grid_integers, nearest_integers
+GRIDS = {"onnx-7bit": (-64, 64, True), "8bit-symmetric": (-127, 127, True), "coreml-affine": (-128, 127, False)}
 
+
+@pytest.mark.parametrize("grid_name", list(GRIDS))
+def test_adaround_beats_nearest_and_stays_on_the_grid(grid_name):
+    from export.adaround import AdaRoundConfig, Grid, adaround
+
+    grid = Grid(*GRIDS[grid_name])
     torch.manual_seed(0)
     model = _TwoConvs().eval()
     batches = _inputs()
-    rounded, records = adaround(model, batches, qmax, AdaRoundConfig(iterations=150, images=8, batch_images=4))
+    rounded, records = adaround(model, batches, grid, AdaRoundConfig(iterations=150, images=8, batch_images=4))
     assert [r["layer"] for r in records] == ["a", "dw", "head"]
     first = records[0]  # same inputs as the FP32 model: a like-for-like comparison
     assert first["kept"] == "adaround" and first["mse_adaround"] < first["mse_nearest"] and first["flipped"] > 0
     for name in ("a", "dw", "head"):
         before, after = getattr(model, name).weight.detach(), getattr(rounded, name).weight.detach()
-        assert torch.equal(channel_scale(before, qmax), channel_scale(after, qmax))  # max |w| kept per channel
-        levels = after / channel_scale(after, qmax)
-        assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.abs().max() <= qmax + 1e-4
-        assert (levels.round() - nearest_integers(before, qmax)).abs().max() <= 1  # floor or ceil only
-        np.testing.assert_array_equal(grid_integers(after.numpy(), qmax), levels.round().numpy())
+        for got, want in zip(grid.params(after), grid.params(before)):
+            assert torch.equal(got, want)  # the quantizer computes the same scale and zero point from the result
+        scale, zero = grid.params(after)
+        levels = after / scale + zero
+        free = ~grid.pinned(before)
+        assert torch.allclose(levels[free], levels[free].round(), atol=1e-4)  # on the grid, bar the pinned
+        assert levels.round().min() >= grid.qmin and levels.round().max() <= grid.qmax
+        assert (levels.round() - grid.integers(before)).abs().max() <= 1  # floor or ceil only
+        assert torch.equal(after[~free], before[~free])
     assert not torch.equal(model.a.weight, rounded.a.weight)  # a copy was rounded, not the model
 
 
@@ -59,17 +67,43 @@ def test_onnxruntime_quantizer_keeps_the_chosen_integers(reduce_range, qmax):
     output channel) gives back exactly AdaRound's integers: it would not round them again."""
     from onnxruntime.quantization.quant_utils import quantize_data
 
-    from export.adaround import AdaRoundConfig, adaround, channel_scale
+    from export.adaround import AdaRoundConfig, adaround, grid_integers, symmetric_grid
 
     torch.manual_seed(1)
     model = _TwoConvs().eval()
-    rounded, _ = adaround(model, _inputs(), qmax, AdaRoundConfig(iterations=60, images=8))
+    grid = symmetric_grid(qmax)
+    rounded, _ = adaround(model, _inputs(), grid, AdaRoundConfig(iterations=60, images=8))
     for name in ("a", "dw", "head"):
         weight = getattr(rounded, name).weight.detach()
-        chosen = (weight / channel_scale(weight, qmax)).round().numpy()
+        scale, _ = grid.params(weight)
+        chosen = (weight / scale).round().numpy()
+        np.testing.assert_array_equal(grid_integers(weight.numpy(), qmax), chosen)
         for c in range(weight.shape[0]):
             _, _, quantized = quantize_data(weight[c].numpy().ravel(), TensorProto.INT8, True, reduce_range)
             np.testing.assert_array_equal(np.asarray(quantized, np.float32), chosen[c].ravel())
+
+
+def test_coreml_weight_observer_keeps_the_chosen_integers():
+    """torch.ao's per-channel affine min/max observer, the weight observer of coremltools' W8A8
+    ``LinearQuantizer``, computes the same grid from AdaRound's weights and its fake quant leaves them as
+    they are (the pinned min/max elements excepted, which it rounds to nearest as it would have)."""
+    from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+    from export.adaround import COREML_GRID, AdaRoundConfig, adaround
+
+    torch.manual_seed(2)
+    model = _TwoConvs().eval()
+    rounded, _ = adaround(model, _inputs(), COREML_GRID, AdaRoundConfig(iterations=60, images=8))
+    for name in ("a", "dw", "head"):
+        weight = getattr(rounded, name).weight.detach()
+        observer = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_affine)
+        observer(weight)
+        scale, zero = observer.calculate_qparams()
+        ours = COREML_GRID.params(weight)
+        assert torch.equal(scale, ours[0].flatten()) and torch.equal(zero.float(), ours[1].flatten())
+        faked = torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -128, 127)
+        free = ~COREML_GRID.pinned(weight)
+        torch.testing.assert_close(faked[free], weight[free], rtol=0, atol=1e-6)
 
 
 def test_check_on_grid_refuses_weights_off_the_grid(tmp_path):
@@ -102,10 +136,9 @@ def export_fixture(tmp_path_factory):
     return fixture_student(module), rebuilt_data(module, tmp_path_factory.mktemp("adaround") / "data")
 
 
-def test_export_cli_adaround_records_its_rounding(export_fixture, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("target", ["onnx", "coreml"])
+def test_export_cli_adaround_records_its_rounding(export_fixture, tmp_path, capsys, monkeypatch, target):
     import functools
-
-    import onnx
 
     import export.adaround
     from edge_iqa.cli import main
@@ -114,24 +147,32 @@ def test_export_cli_adaround_records_its_rounding(export_fixture, tmp_path, caps
                         functools.partial(export.adaround.AdaRoundConfig, iterations=20, images=4))
     _, data = export_fixture
     out = tmp_path / "int8"
-    code = main(["export", "tests/fixtures/student.pt", "--format", "onnx", "--precision", "int8", "--calib", str(data),
-                 "--weight-rounding", "adaround", "--cpu-layout", "qdq", "--out", str(out), "--json"])
+    layout = ["--cpu-layout", "qdq"] if target == "onnx" else []
+    code = main(["export", "tests/fixtures/student.pt", "--format", target, "--precision", "int8", "--calib", str(data),
+                 "--weight-rounding", "adaround", *layout, "--out", str(out), "--json"])
     report = json.loads(capsys.readouterr().out)["export"]
     assert code == 0 and report["export_config"]["weight_rounding"] == "adaround"
     rounding = report["info"]["adaround"]
     assert rounding["layers"] == 106 and rounding["config"]["iterations"] == 20
+    assert rounding["grid"]["symmetric"] == (target == "onnx")
     assert rounding["sum_mse_adaround"] <= rounding["sum_mse_nearest"]
-    from export.metadata import EXPORT_KEY
+    if target == "onnx":
+        import onnx
 
-    metadata = {p.key: p.value for p in onnx.load(str(out / "model_int8.onnx")).metadata_props}
-    assert json.loads(metadata[EXPORT_KEY])["adaround"]["layers"] == 106
+        from export.metadata import EXPORT_KEY
+
+        metadata = {p.key: p.value for p in onnx.load(str(out / "model_int8.onnx")).metadata_props}
+        assert json.loads(metadata[EXPORT_KEY])["adaround"]["layers"] == 106
+    else:  # the package's int8 weights are AdaRound's own levels: they read back as the net's weights, not ~40 dB off
+        readback = next(c for c in report["checks"] if c["name"] == "coreml_weights_readback")
+        assert readback["passed"] and readback["detail"]["min_weight_sqnr_db"] > 55  # 68 dB here: the pinned elements
 
 
 def test_adaround_is_refused_where_it_cannot_apply():
     from edge_iqa.errors import EdgeIQAError
     from export.formats import ExportConfig
 
-    with pytest.raises(EdgeIQAError, match="int8 ONNX and TensorRT"):
+    with pytest.raises(EdgeIQAError, match="applies to --precision int8"):
         ExportConfig(format="onnx", precision="fp32", weight_rounding="adaround")
     with pytest.raises(EdgeIQAError, match="choose one of"):
         ExportConfig(format="onnx", precision="int8", weight_rounding="up")
