@@ -258,16 +258,9 @@ def _first_images(batches: Iterable[tuple[torch.Tensor, ...]], limit: int) -> li
     return kept
 
 
-def grid_integers(weight: np.ndarray, qmax: int) -> np.ndarray:
-    """The integers ONNX Runtime's symmetric per-channel quantizer gives ``weight`` (axis 0: output channel)."""
-    absmax = np.abs(weight.reshape(weight.shape[0], -1)).max(1).astype(np.float32)
-    scale = (absmax / np.float32(qmax)).reshape(-1, *([1] * (weight.ndim - 1)))
-    return np.clip(np.rint(weight / scale), -qmax, qmax)
-
-
-def check_on_grid(onnx_path, qmax: int, rtol: float = 1e-5) -> None:
-    """Raise unless every Conv/Gemm weight of the FP32 graph lies on its own per-channel grid (``max|w| / qmax``):
-    then ONNX Runtime's quantizer, rounding to nearest, keeps the integers AdaRound chose."""
+def check_on_grid(onnx_path, grid: Grid, rtol: float = 1e-5) -> None:
+    """Raise unless every Conv/Gemm weight of the FP32 graph lies on its own per-channel ``grid``: then the
+    quantizer, rounding to nearest, keeps the integers AdaRound chose."""
     import onnx
     from onnx import numpy_helper
 
@@ -277,10 +270,10 @@ def check_on_grid(onnx_path, qmax: int, rtol: float = 1e-5) -> None:
     inits = {t.name: t for t in graph.initializer}
     for node in weighted_nodes(graph):
         weight = numpy_helper.to_array(inits[node.input[1]])
-        weight = weight.T if _stores_transposed(node) else weight
-        absmax = np.abs(weight.reshape(weight.shape[0], -1)).max(1).reshape(-1, *([1] * (weight.ndim - 1)))
-        back = grid_integers(weight, qmax) * (absmax / np.float32(qmax))
-        if not np.allclose(back, weight, rtol=0, atol=rtol * float(absmax.max())):
+        weight = torch.from_numpy(np.ascontiguousarray(weight.T if _stores_transposed(node) else weight))
+        scale, zero = grid.params(weight)
+        back = (grid.integers(weight) - zero) * scale
+        if not torch.allclose(back, weight, rtol=0, atol=rtol * float(weight.abs().max())):
             raise EdgeIQAError(f"adaround: the weights of {node.name} are off their INT8 grid; "
                                "the quantizer would round them again")
 

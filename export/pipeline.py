@@ -130,12 +130,12 @@ def adarounded_graph(model: IQAModel, export: ExportConfig, fp32: Path, calib, o
     from export.adaround import check_on_grid, symmetric_grid
     from export.qat import check_same_scores, graph_weighted_inputs, match_layers, weighted_layers, write_weights
 
-    qmax = 64 if flavour == "cpu" and export.cpu_weight_bits == 7 else 127
-    rounded, record = adarounded_model(model, export, calib, symmetric_grid(qmax))
+    grid = symmetric_grid(64 if flavour == "cpu" and export.cpu_weight_bits == 7 else 127)
+    rounded, record = adarounded_model(model, export, calib, grid)
     pairs = match_layers(weighted_layers(rounded, example_inputs(model.config)), graph_weighted_inputs(fp32))
     graph = write_weights(fp32, pairs, out)
     check_same_scores(rounded, graph)
-    check_on_grid(graph, qmax)
+    check_on_grid(graph, grid)
     return graph, record
 
 

@@ -67,7 +67,7 @@ def test_onnxruntime_quantizer_keeps_the_chosen_integers(reduce_range, qmax):
     output channel) gives back exactly AdaRound's integers: it would not round them again."""
     from onnxruntime.quantization.quant_utils import quantize_data
 
-    from export.adaround import AdaRoundConfig, adaround, grid_integers, symmetric_grid
+    from export.adaround import AdaRoundConfig, adaround, symmetric_grid
 
     torch.manual_seed(1)
     model = _TwoConvs().eval()
@@ -77,7 +77,7 @@ def test_onnxruntime_quantizer_keeps_the_chosen_integers(reduce_range, qmax):
         weight = getattr(rounded, name).weight.detach()
         scale, _ = grid.params(weight)
         chosen = (weight / scale).round().numpy()
-        np.testing.assert_array_equal(grid_integers(weight.numpy(), qmax), chosen)
+        np.testing.assert_array_equal(grid.integers(weight).numpy(), chosen)
         for c in range(weight.shape[0]):
             _, _, quantized = quantize_data(weight[c].numpy().ravel(), TensorProto.INT8, True, reduce_range)
             np.testing.assert_array_equal(np.asarray(quantized, np.float32), chosen[c].ravel())
@@ -111,7 +111,7 @@ def test_check_on_grid_refuses_weights_off_the_grid(tmp_path):
     from onnx import helper, numpy_helper
 
     from edge_iqa.errors import EdgeIQAError
-    from export.adaround import check_on_grid
+    from export.adaround import check_on_grid, symmetric_grid
 
     w = np.array([[[[1.0, 0.5]]], [[[-2.0, 0.7]]]], np.float32)  # (2, 1, 1, 2); 0.7 is off 2/64's grid
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
@@ -121,11 +121,11 @@ def test_check_on_grid_refuses_weights_off_the_grid(tmp_path):
     path = tmp_path / "g.onnx"
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(EdgeIQAError, match="off their INT8 grid"):
-        check_on_grid(path, 64)
+        check_on_grid(path, symmetric_grid(64))
     w[1, 0, 0, 1] = -2.0 * 22 / 64
     onnx.save(helper.make_model(helper.make_graph(
         [node], "g", list(graph.input), list(graph.output), [numpy_helper.from_array(w, "w")])), str(path))
-    check_on_grid(path, 64)
+    check_on_grid(path, symmetric_grid(64))
 
 
 @pytest.fixture(scope="module")
