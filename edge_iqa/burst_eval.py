@@ -350,7 +350,7 @@ def burst_evaluation(data: BurstEvalSet | Path | str, split: str | None, task: s
 
 def format_burst_table(result: Mapping[str, Any]) -> str:
     """The result of :func:`burst_evaluation` as two plain-text tables (ranks, top-M PSNR)."""
-    from edge_iqa.commands.common import format_table
+    from edge_iqa.tables import format_table
 
     rank_headers = [f"R{t:g}" for t in BURST_THRESHOLDS] + ["pairwise acc", "bursts", "frames"]
     pairwise = f"{result['pairwise_accuracy_mean']:.3f} ± {result['pairwise_accuracy_std']:.3f}"

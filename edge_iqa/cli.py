@@ -1,10 +1,10 @@
 """The ``edge-iqa`` command line.
 
-One console script with subcommands. Each subcommand lives in its own module that defines
-``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports stay
-inside ``run`` so ``edge-iqa --help`` is fast. Modules of the other packages (``distill``,
-``export``, ``profiling``) are imported here, lazily, and elsewhere in ``edge_iqa`` only inside
-``edge_iqa.commands.bench``'s functions (to export a checkpoint and count its MACs).
+One console script with subcommands. Each subcommand lives in its own module of
+:mod:`edge_iqa.commands` that defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``; heavy imports stay inside ``run`` so ``edge-iqa --help`` is fast. The CLI is
+the top layer: it is the one place that imports ``distill``, ``export`` and ``profiling``, and no
+package imports it back (``tests/test_layering.py`` checks both).
 
 Humans get tables and progress bars on stderr; ``--json`` prints one JSON object on stdout.
 User errors (:class:`edge_iqa.errors.EdgeIQAError`) print one line and exit 2, and so does a
@@ -30,9 +30,9 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("burst", "edge_iqa.commands.burst"),
     ("import-teacher", "edge_iqa.commands.import_teacher"),
     ("presets", "edge_iqa.commands.presets"),
-    ("profile", "profiling.command"),
-    ("export", "export.command"),
-    ("qat", "export.qat_command"),
+    ("profile", "edge_iqa.commands.profile"),
+    ("export", "edge_iqa.commands.export"),
+    ("qat", "edge_iqa.commands.qat"),
     ("bench", "edge_iqa.commands.bench"),
     ("demo", "edge_iqa.commands.demo"),
 )

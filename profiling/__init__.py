@@ -9,7 +9,7 @@
 - :mod:`profiling.onnx_macs`: MACs of an exported ONNX graph, to check an export.
 - :mod:`profiling.report`: all of the above for a model config through its views.
 - :mod:`profiling.budget`: the budget gate and fitting views to the budget.
-- :mod:`profiling.command`: ``edge-iqa profile``.
+- ``edge-iqa profile`` is :mod:`edge_iqa.commands.profile`.
 
 The budget follows the AIM 2024 UHD-IQA challenge (Moskalenko et al., ECCVW 2024): every
 entry was limited to 50 GMAC for one 3840×2160 photo.

@@ -24,7 +24,7 @@ from edge_iqa.model import build_model, example_inputs
 from edge_iqa.presets import get_preset, list_presets
 from preset_cases import one_preset_per_architecture
 from profiling.budget import check_budget, ensure_within_budget, fit_to_budget, scale_view
-from profiling.command import parse_source
+from edge_iqa.commands.profile import parse_source
 from profiling.fvcore_macs import count_fvcore_macs
 from profiling.macs import count_macs
 from profiling.memory import peak_activation_bytes

@@ -527,7 +527,7 @@ def _cells(r: dict) -> list[str]:
 
 
 def format_rows(rows: list[dict]) -> str:
-    from edge_iqa.commands.common import format_table
+    from edge_iqa.tables import format_table
 
     return format_table(COLUMNS, [_cells(r) for r in rows])
 

@@ -221,10 +221,11 @@ def _complete(rows: list[list[str]], burst: BurstFolder) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     import edge_iqa
-    from edge_iqa.commands.common import check_model_file, format_table, print_json, say
+    from edge_iqa.commands.common import check_model_file, print_json, say
     from edge_iqa.commands.score import check_out
     from edge_iqa.errors import EdgeIQAError
     from edge_iqa.outputs import RowWriter
+    from edge_iqa.tables import format_table
 
     if args.out:
         check_out(args.out, resume=args.resume, overwrite=args.overwrite)

@@ -59,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from distill.distiller import distill
     from distill.losses import parse_loss_terms
     from distill.trainer import TrainConfig
-    from edge_iqa.commands.common import format_table, print_json, say
+    from edge_iqa.commands.common import print_json, say
     from edge_iqa.commands.distill import DEFAULT_LOSSES
     from edge_iqa.data.manifest import read_manifest
     from edge_iqa.data.synth import build_synth_dataset
-    from edge_iqa.pretrained import available_weights
     from edge_iqa.outputs import atomic_write_text
+    from edge_iqa.pretrained import available_weights
     from edge_iqa.scoring import load
+    from edge_iqa.tables import format_table
     from profiling.budget import ensure_within_budget
 
     out = Path(args.out)

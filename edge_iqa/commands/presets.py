@@ -12,8 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_iqa.commands.common import format_table, print_json, say
+    from edge_iqa.commands.common import print_json, say
     from edge_iqa.presets import PRESETS
+    from edge_iqa.tables import format_table
 
     if args.json:
         print_json({name: cfg.to_dict() for name, cfg in sorted(PRESETS.items())})

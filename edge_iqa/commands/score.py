@@ -98,8 +98,9 @@ def _result(row: list[str]):
 
 def run(args: argparse.Namespace) -> int:
     import edge_iqa
-    from edge_iqa.commands.common import check_model_file, format_table, print_json, say
+    from edge_iqa.commands.common import check_model_file, print_json, say
     from edge_iqa.io import scan_images
+    from edge_iqa.tables import format_table
 
     if args.out:
         check_out(args.out, resume=args.resume, overwrite=args.overwrite)
