@@ -20,7 +20,12 @@ for the CPU flavour's 7-bit weights and 127 otherwise; coremltools' W8A8 ``Linea
 affine per output channel (torch.ao's min/max observer: ``s = (max(w,0) − min(w,0)) / 255``, zero
 point ``−128 − round(min(w,0)/s)``). The elements that set ``s`` (and the zero point) keep their
 values, so the quantizer computes the same grid from the rounded weights (:func:`check_on_grid`
-checks an ONNX graph). BatchNorm is folded first (:mod:`export.fold`): the folded weights are
+checks an ONNX graph).
+
+Memory: a layer's inputs are cached for its images in both models, which at 720×1280 is 88 MB per
+image for one MobileNetV2 expansion layer. Each layer caches as many of the calibration images as
+fit ``AdaRoundConfig.cache_mb`` (at least one), and the capturing forward passes stop at the layer
+they capture. BatchNorm is folded first (:mod:`export.fold`): the folded weights are
 what the INT8 graph holds.
 """
 
@@ -46,8 +51,9 @@ class AdaRoundConfig:
     """How the weights were rounded; stored in the artifact's metadata."""
 
     iterations: int = 400  # Adam steps per layer
-    batch_images: int = 4  # images of the cached inputs per step
+    batch_images: int = 4  # images of the cached inputs per step (and per capturing forward)
     images: int = 32  # calibration images whose layer inputs are cached
+    cache_mb: int = 512  # at most this much of one layer's cache (inputs, targets); a larger layer caches fewer images
     lr: float = 1e-2
     reg_weight: float = 0.01  # λ
     beta: tuple[float, float] = (20.0, 2.0)
@@ -55,8 +61,8 @@ class AdaRoundConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.iterations < 1 or self.batch_images < 1 or self.images < 1 or not self.lr > 0:
-            raise EdgeIQAError("adaround needs iterations, batch_images and images >= 1 and lr > 0")
+        if self.iterations < 1 or self.batch_images < 1 or self.images < 1 or self.cache_mb < 1 or not self.lr > 0:
+            raise EdgeIQAError("adaround needs iterations, batch_images, images and cache_mb >= 1 and lr > 0")
 
 
 def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
@@ -155,24 +161,69 @@ def _layer_output(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> t
     return torch.func.functional_call(module, {"weight": weight, "bias": module.bias}, (x,))
 
 
-def _capture_inputs(model: nn.Module, module: nn.Module, batches: Sequence[tuple[torch.Tensor, ...]]) -> torch.Tensor:
-    """The input of ``module`` (its first call per forward) on every batch, concatenated along dim 0."""
+class _Captured(Exception):
+    """Stops a forward pass once the layer being captured has its input: nothing after it is needed."""
+
+
+def _capture_inputs(model: nn.Module, module: nn.Module, batches: Sequence[tuple[torch.Tensor, ...]],
+                    images: int, chunk: int) -> torch.Tensor:
+    """The input of ``module`` (its first call per forward) on the first ``images`` images of
+    ``batches``, forwarded ``chunk`` images at a time and only as far as ``module``."""
     seen: list[torch.Tensor] = []
 
     def hook(_, args):
-        if len(seen) < count[0] + 1:
-            seen.append(args[0].detach())
+        seen.append(args[0].detach())
+        raise _Captured
 
-    count = [0]
     handle = module.register_forward_pre_hook(hook)
     try:
         with torch.no_grad():
-            for batch in batches:
-                model(*batch)
-                count[0] += 1
+            for batch in _chunks(batches, images, chunk):
+                try:
+                    model(*batch)
+                except _Captured:
+                    pass
     finally:
         handle.remove()
     return torch.cat(seen)
+
+
+def _chunks(batches: Sequence[tuple[torch.Tensor, ...]], images: int, chunk: int) -> Iterable[tuple[torch.Tensor, ...]]:
+    """The first ``images`` images of ``batches`` as batches of at most ``chunk`` images."""
+    done = 0
+    for batch in batches:
+        for start in range(0, batch[0].shape[0], chunk):
+            if done >= images:
+                return
+            part = tuple(t[start:start + min(chunk, images - done)] for t in batch)
+            done += part[0].shape[0]
+            yield part
+
+
+def _bytes_per_image(model: nn.Module, layers: Sequence[tuple[str, nn.Module]], batch: tuple[torch.Tensor, ...]
+                     ) -> dict[str, int]:
+    """Bytes one image takes in each layer's cache: its input twice (FP32 and rounded model) and its
+    output twice (the target and one output beside it), from one forward of one image."""
+    sizes: dict[str, int] = {}
+    handles = []
+    for name, module in layers:
+        def hook(_, args, out, name=name):
+            sizes.setdefault(name, 2 * (args[0].numel() * args[0].element_size() + out.numel() * out.element_size()))
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(*(t[:1] for t in batch))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sizes
+
+
+def cached_images(bytes_per_image: int, cfg: AdaRoundConfig, available: int) -> int:
+    """How many images a layer caches: ``cfg.images`` (or all there are) within ``cfg.cache_mb``, at least one.
+    A high-resolution layer's few images still hold hundreds of thousands of output positions."""
+    within = (cfg.cache_mb << 20) // max(bytes_per_image, 1)
+    return max(1, min(cfg.images, available, within))
 
 
 def _reconstruct(module: nn.Module, grid: Grid, fp_input: torch.Tensor, q_input: torch.Tensor,
@@ -211,7 +262,8 @@ def adaround(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]], grid
     """A copy of the BatchNorm-folded ``model`` whose conv/linear weights lie on their INT8 ``grid``,
     each layer's rounding learned in execution order; and a record per layer.
 
-    ``batches``: calibration inputs (tuples of view tensors), at most ``cfg.images`` images are cached.
+    ``batches``: calibration inputs (tuples of view tensors). Each layer caches at most ``cfg.images`` of
+    them, fewer where their inputs and outputs would pass ``cfg.cache_mb`` (:func:`cached_images`).
     A layer whose nearest rounding reconstructs no worse keeps it (AdaRound never makes a layer worse
     on the calibration images).
     """
@@ -225,11 +277,16 @@ def adaround(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]], grid
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     fp_layers = dict(weighted_layers(reference, batches[0]))
+    layers = weighted_layers(rounded, batches[0])
+    sizes = _bytes_per_image(rounded, layers, batches[0])
+    available = sum(b[0].shape[0] for b in batches)
     records = []
-    for name, module in weighted_layers(rounded, batches[0]):
+    for name, module in layers:
         start = time.perf_counter()
-        fp_input = _capture_inputs(reference, fp_layers[name], batches)
-        q_input = _capture_inputs(rounded, module, batches)
+        images = cached_images(sizes[name], cfg, available)
+        fp_input = _capture_inputs(reference, fp_layers[name], batches, images, cfg.batch_images)
+        q_input = _capture_inputs(rounded, module, batches, images, cfg.batch_images)
+        captured = time.perf_counter() - start
         before = module.weight.detach().clone()
         record = _reconstruct(module, grid, fp_input, q_input, cfg, generator)
         if record["mse_adaround"] > record["mse_nearest"]:
@@ -238,7 +295,8 @@ def adaround(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]], grid
             record["kept"] = "nearest"
         else:
             record["kept"] = "adaround"
-        record.update(layer=name, seconds=round(time.perf_counter() - start, 2))
+        record.update(layer=name, images=images, capture_seconds=round(captured, 2),
+                      seconds=round(time.perf_counter() - start, 2))
         records.append(record)
         if progress:
             progress(name, record)
@@ -285,4 +343,6 @@ def summary(cfg: AdaRoundConfig, grid: Grid, records: list[dict]) -> dict:
     return {"config": asdict(cfg), "grid": asdict(grid), "layers": len(records),
             "layers_kept_nearest": sum(r["kept"] == "nearest" for r in records),
             "sum_mse_nearest": nearest, "sum_mse_adaround": learned,
+            "fewest_images": min((r["images"] for r in records), default=0),
+            "capture_seconds": round(sum(r["capture_seconds"] for r in records), 1),
             "seconds": round(sum(r["seconds"] for r in records), 1)}

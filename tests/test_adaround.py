@@ -61,6 +61,48 @@ def test_adaround_beats_nearest_and_stays_on_the_grid(grid_name):
     assert not torch.equal(model.a.weight, rounded.a.weight)  # a copy was rounded, not the model
 
 
+def test_cache_holds_as_many_images_as_fit_and_at_least_one():
+    from export.adaround import AdaRoundConfig, cached_images
+
+    cfg = AdaRoundConfig(images=32, cache_mb=100)
+    assert cached_images(1 << 20, cfg, available=64) == 32  # 1 MB an image: all 32 fit
+    assert cached_images(10 << 20, cfg, available=64) == 10  # 10 MB an image: 10 of them
+    assert cached_images(500 << 20, cfg, available=64) == 1  # one image is more than the cap: still one
+    assert cached_images(1 << 20, cfg, available=5) == 5  # no more than the calibration set holds
+
+
+class _Unreachable(nn.Module):
+    def forward(self, x):
+        raise AssertionError("the capturing forward ran past the layer it captures")
+
+
+def test_capture_stops_at_the_layer_and_takes_the_first_images():
+    from export.adaround import _capture_inputs
+
+    conv = nn.Conv2d(3, 4, 3)
+    model = nn.Sequential(nn.Identity(), conv, _Unreachable()).eval()
+    batches = _inputs(n=3)  # 3 batches of 2 images
+    got = _capture_inputs(model, conv, batches, images=5, chunk=4)
+    assert torch.equal(got, torch.cat([b[0] for b in batches])[:5])
+
+
+def test_a_tight_cache_rounds_the_large_layer_on_fewer_images():
+    """``cache_mb`` smaller than the first layer's 8 images: that layer caches fewer, the rest all 8, and
+    AdaRound still reconstructs it better than nearest rounding."""
+    from export.adaround import AdaRoundConfig, adaround, summary, symmetric_grid
+
+    torch.manual_seed(0)
+    model = _TwoConvs().eval()
+    batches = [(torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(i)),) for i in range(4)]
+    # layer "a": (3 + 8) x 96 x 96 floats, twice: 811 kB an image; "dw": 8 + 8 channels, 1.2 MB an image
+    cfg = AdaRoundConfig(iterations=100, images=8, cache_mb=3)
+    _, records = adaround(model, batches, symmetric_grid(127), cfg)
+    images = {r["layer"]: r["images"] for r in records}
+    assert images == {"a": 3, "dw": 2, "head": 8}
+    assert records[0]["kept"] == "adaround" and records[0]["mse_adaround"] < records[0]["mse_nearest"]
+    assert summary(cfg, symmetric_grid(127), records)["fewest_images"] == 2
+
+
 @pytest.mark.parametrize("reduce_range,qmax", [(True, 64), (False, 127)])
 def test_onnxruntime_quantizer_keeps_the_chosen_integers(reduce_range, qmax):
     """ONNX Runtime's own per-channel weight quantizer (``quantize_data``, what quantize_static calls for each
