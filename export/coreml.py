@@ -141,8 +141,10 @@ def fixed_arity(model: nn.Module, n_views: int) -> nn.Module:
 
 
 def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]], *, method: str = "minmax",
-                   percentile: float = 99.999, bins: int = 4096) -> tuple[nn.Module, int]:
-    """The model with fake-quantized int8 weights and activations, ranges observed on ``calib``.
+                   percentile: float = 99.999, bins: int = 4096,
+                   float_modules: Sequence[str] = ()) -> tuple[nn.Module, int]:
+    """The model with fake-quantized int8 weights and activations, ranges observed on ``calib``;
+    ``float_modules`` (module names of ``model``, :mod:`export.float_modules`) stay in float.
 
     coremltools' LinearQuantizer with the affine scheme: activations are uint8 with a zero point
     (a hard-swish output spans about [-0.4, 300]; symmetric int8 would spend half its levels on
@@ -162,7 +164,7 @@ def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]], *, 
     batches = list(calib)  # quantile needs a second pass
     if not batches:
         raise EdgeIQAError("no calibration batch for CoreML int8; the calibration split is empty")
-    quantizer, prepared = prepare_w8a8(model, "min_max")
+    quantizer, prepared = prepare_w8a8(model, "min_max", float_modules)
     with torch.no_grad():
         for views in batches:
             prepared(*views)
@@ -173,7 +175,8 @@ def calibrate_w8a8(model: IQAModel, calib: Iterable[Sequence[torch.Tensor]], *, 
     return finalize_w8a8(quantizer, prepared, model.config), len(batches)
 
 
-def prepare_w8a8(model: nn.Module, activation_observer: str = "min_max") -> tuple[Any, nn.Module]:
+def prepare_w8a8(model: nn.Module, activation_observer: str = "min_max",
+                 float_modules: Sequence[str] = ()) -> tuple[Any, nn.Module]:
     """coremltools' ``LinearQuantizer`` (affine: int8 per-channel weights, uint8 activations with zero
     points) and its prepared copy of ``model`` (BatchNorm folded, eval), observers on, fake quant off.
 
@@ -181,7 +184,8 @@ def prepare_w8a8(model: nn.Module, activation_observer: str = "min_max") -> tupl
     (:func:`export.qat.coreml_qat_export`). Observers are on from step 0 and never frozen by the
     quantizer's schedule. ``model``: an :class:`IQAModel`, or a burst model's
     :class:`~edge_iqa.burst_model.AllTaskScores`, whose relation head and scale norm
-    (:data:`BURST_FLOAT_MODULES`) torch.fx cannot trace and so stay in float.
+    (:data:`BURST_FLOAT_MODULES`) torch.fx cannot trace and so stay in float. ``float_modules``: module
+    names of a photo model left unquantized (``--float-layer``); CoreML runs them in FP16.
     """
     from coremltools.optimize.torch.quantization import (
         LinearQuantizer, LinearQuantizerConfig, ModuleLinearQuantizerConfig,
@@ -193,11 +197,12 @@ def prepare_w8a8(model: nn.Module, activation_observer: str = "min_max") -> tupl
     example = example_inputs(model.config, batch=1)
     folded = fixed_arity(fold_batchnorm(model, example), len(model.config.views))
     # fixed_arity(...).model is the model; a burst model is AllTaskScores(...), whose .model is BurstIQAModel
-    floats = [f"model.model.{m}" for m in BURST_FLOAT_MODULES] if model.config.burst is not None else []
+    untraceable = [f"model.model.{m}" for m in BURST_FLOAT_MODULES] if model.config.burst is not None else []
     config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
         quantization_scheme="affine", weight_per_channel=True, weight_observer="min_max",
         activation_observer=activation_observer, milestones=[0, 0, 10**9, 0]),
-        module_name_configs={m: None for m in floats}, non_traceable_module_names=floats)
+        module_name_configs={m: None for m in [*untraceable, *(f"model.{m}" for m in float_modules)]},
+        non_traceable_module_names=untraceable)
     quantizer = LinearQuantizer(folded, config)
     with _quiet():
         prepared = quantizer.prepare(example_inputs=example, inplace=False)

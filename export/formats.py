@@ -116,8 +116,9 @@ class ExportConfig:
     cpu_layout: int8 ONNX for CPU: ``qoperator`` (the default: the smaller file, and no slower than
     QDQ at the UHD presets' inputs in ``benchmarks/results/int8_layouts.md``), ``qdq``, or ``auto``
     (time both here and keep the faster: the artifact then depends on this machine and its load,
-    so tests and golden metrics never use it). float_layers: what int8 ONNX/TensorRT graphs leave in float (node names, module
-    globs, stage groups or ``auto``; see :func:`export.quantize.resolve_float_layers`).
+    so tests and golden metrics never use it). float_layers: what int8 ONNX/TensorRT graphs and CoreML W8A8 packages leave in float (node names
+    (ONNX only), module globs, stage groups or ``auto``; see :func:`export.quantize.resolve_float_layers` and
+    :func:`export.float_modules.resolve_float_modules`).
     cpu_weight_bits: the U8S8 graph's weights for ONNX Runtime, 7 (|w| <= 64: the same scores on
     every x86-64 CPU, the default) or 8 (full range: exact where the integer kernels accumulate in
     int32, i.e. x86 with VNNI and ARM64; an AVX2 core without VNNI saturates some sums; see
@@ -188,8 +189,8 @@ class ExportConfig:
         if self.version > EXPORT_CONFIG_VERSION:
             raise EdgeIQAError(f"export config version {self.version} is newer than this edge-iqa; upgrade edge-iqa")
         object.__setattr__(self, "float_layers", tuple(self.float_layers))
-        if self.float_layers and not (self.precision == "int8" and self.format in ("onnx", "tensorrt")):
-            raise EdgeIQAError("--float-layer applies to int8 ONNX and TensorRT graphs only; "
+        if self.float_layers and not (self.precision == "int8" and self.format in ("onnx", "tensorrt", "coreml")):
+            raise EdgeIQAError("--float-layer applies to int8 ONNX, TensorRT and CoreML only; "
                                f"--format {self.format} --precision {self.precision} would ignore it")
 
     @property

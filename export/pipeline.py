@@ -298,14 +298,13 @@ COREML_MIN_WEIGHT_SQNR_DB = 30.0  # int8 per-channel weights of these models rea
 def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: dict,
                  calibrated: torch.nn.Module | None = None) -> Artifact:
     """``calibrated``: an int8 W8A8 net made already (``edge-iqa qat``), converted instead of calibrating."""
-    from export.coreml import (
-        calibrate_w8a8, coreml_runtime_available, readback_model, round_activations_to_fp16, torch2coreml,
-    )
+    from export.coreml import coreml_runtime_available, readback_model, round_activations_to_fp16, torch2coreml
 
     path = out / f"model_{export.precision}.mlpackage"
     info: dict[str, Any] = {}
     config = model.config
     source = None  # the net calibrated, when not the model: its AdaRound copy on coremltools' affine grid
+    floats = _coreml_float_modules(model, export)  # an unknown --float-layer fails before any calibration
     if export.precision == "int8" and calibrated is None and export.weight_rounding == "adaround":
         from export.adaround import COREML_GRID
 
@@ -318,11 +317,8 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
     if export.precision == "int8" and calibrated is None:
         batches = list(_calib_tensors(config, export, calib))
         source = model if source is None else source
-        if export.calib_method == "auto":
-            calibrated, info["calib_auto"] = _choose_w8a8(model, source, config, export, calib, batches)
-            meta = {**meta, "calib_auto_chosen": info["calib_auto"]["chosen"]}
-        else:
-            calibrated, _ = calibrate_w8a8(source, batches, method=export.calib_method, percentile=export.percentile)
+        calibrated = _calibrate_coreml(model, source, export, calib, batches, floats, info)
+        meta = {**meta, **{k: info[k] for k in ("calib_auto_chosen", "float_modules") if k in info}}
         info["calib_images"] = sum(int(np.prod(b[0].shape[:-3])) for b in batches)  # frames for bursts
         meta = {**meta, "calib_images": info["calib_images"]}
     torch2coreml(model, path, precision=export.precision, calibrated=calibrated, export=meta)
@@ -351,10 +347,50 @@ def build_coreml(model: IQAModel, export: ExportConfig, out: Path, calib, meta: 
     return Artifact(export, config, path, [path], module_batch_fn(net), SIMULATED, how, checks=checks, info=info)
 
 
-def _choose_w8a8(model, source, config: ModelConfig, export: ExportConfig, calib, batches
-                 ) -> tuple[torch.nn.Module, dict]:
+def _coreml_float_modules(model, export: ExportConfig) -> list[str]:
+    """The module names ``--float-layer`` names explicitly (``auto`` is searched later); photo models only."""
+    from export.float_modules import resolve_float_modules
+    from export.quantize import AUTO
+
+    if export.float_layers and model.config.burst is not None:
+        raise EdgeIQAError("--float-layer for CoreML is for photo models; a burst model keeps its backbone in int8")
+    return resolve_float_modules(model, [p for p in export.float_layers if p != AUTO])
+
+
+def _calibrate_coreml(model, source, export: ExportConfig, calib, batches, floats: list[str], info: dict
+                      ) -> torch.nn.Module:
+    """The W8A8 net of ``source`` for CoreML with ``floats`` in float: its calibration (``auto``:
+    :func:`_choose_w8a8`) and, for ``--float-layer auto``, the stages
+    :func:`export.float_modules.search_float_modules` adds; what was chosen goes into ``info``."""
+    from export.calibration import Candidate
+    from export.coreml import calibrate_w8a8
+    from export.float_modules import search_float_modules
+    from export.quantize import AUTO
+
+    calibrated = None
+    if export.calib_method == AUTO:
+        calibrated, info["calib_auto"] = _choose_w8a8(model, source, model.config, export, calib, batches, floats)
+        info["calib_auto_chosen"] = info["calib_auto"]["chosen"]
+        chosen = Candidate.parse(info["calib_auto_chosen"])
+    else:
+        chosen = Candidate(export.calib_method, export.percentile)
+    if AUTO in export.float_layers:
+        found, info["float_search"] = search_float_modules(model, source, batches, method=chosen.method,
+                                                           percentile=chosen.percentile, fixed=floats)
+        floats, calibrated = floats + found, None
+    if floats:
+        info["float_modules"] = floats
+    if calibrated is None:
+        calibrated, _ = calibrate_w8a8(source, batches, method=chosen.method, percentile=chosen.percentile,
+                                       float_modules=floats)
+    return calibrated
+
+
+def _choose_w8a8(model, source, config: ModelConfig, export: ExportConfig, calib, batches,
+                 float_modules: list[str]) -> tuple[torch.nn.Module, dict]:
     """``--calib-method auto`` for CoreML W8A8: each candidate's fake-quant net of ``source`` (what the CoreML
-    check simulates) scored against the FP32 ``model`` on ``calib_select_split``, the best kept; and the record."""
+    check simulates, ``float_modules`` in float) scored against the FP32 ``model`` on ``calib_select_split``,
+    the best kept; and the record."""
     from export.burst import module_batch_fn
     from export.calibration import COREML_AUTO_CANDIDATES, Candidate
     from export.coreml import calibrate_w8a8
@@ -362,7 +398,8 @@ def _choose_w8a8(model, source, config: ModelConfig, export: ExportConfig, calib
 
     candidates = [Candidate.parse(c) for c in export.calib_candidates] or list(COREML_AUTO_CANDIDATES)
     selection = SelectionSplit(config, calib, export.calib_select_split)
-    nets = [calibrate_w8a8(source, batches, method=c.method, percentile=c.percentile)[0] for c in candidates]
+    nets = [calibrate_w8a8(source, batches, method=c.method, percentile=c.percentile, float_modules=float_modules)[0]
+            for c in candidates]
     figures = selection.measure_batch_fns([module_batch_fn(net) for net in (model, *nets)])
     best, record = rank_candidates(candidates, selection, figures)
     return nets[best], {**record, "scored_as": "coremltools' fake-quant W8A8 net in PyTorch"}

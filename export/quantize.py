@@ -59,7 +59,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -442,7 +442,6 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
         measure = lambda path: float(srcc(graph_scores(path, batches), reference))  # noqa: E731
     groups = layer_groups(fp32_path)
     macs = group_macs(fp32_path, groups)
-    total = sum(macs.values()) or 1
     with tempfile.TemporaryDirectory(prefix="edge-iqa-search-") as tmp:
         def agreement(nodes: list[str]) -> float:
             path = quantize_onnx(fp32_path, Path(tmp) / "trial.onnx", None, flavour=flavour, layout=layout,
@@ -450,26 +449,37 @@ def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *,
                                  weight_bits=weight_bits)
             return measure(path)
 
-        chosen: list[str] = []
-        current = agreement([])
-        history = [{"float": [], "spearman_vs_fp32": current}]
-        while current < target and len(chosen) < max_groups:
-            used = sum(macs[c] for c in chosen)
-            fits = [g for g in groups if g not in chosen and (used + macs[g]) / total <= max_float_mac_share]
-            trials = {g: agreement([n for c in chosen + [g] for n in groups[c]]) for g in fits}
-            if not trials:
-                break
-            best = max(trials, key=trials.get)
-            if trials[best] <= current:
-                break
-            chosen.append(best)
-            current = trials[best]
-            history.append({"float": list(chosen), "spearman_vs_fp32": current})
-    nodes = [n for g in chosen for n in groups[g]]
-    return nodes, {"groups": chosen, "spearman_vs_fp32_on_calib": current, "target": target,
-                   "reached": current >= target, "float_mac_share": sum(macs[c] for c in chosen) / total,
-                   "max_float_mac_share": max_float_mac_share,
-                   "images": sum(len(next(iter(b.values()))) for b in batches), "history": history}
+        record = greedy_float_search(groups, macs, lambda chosen: agreement([n for g in chosen for n in groups[g]]),
+                                     target=target, max_groups=max_groups, max_float_mac_share=max_float_mac_share)
+    nodes = [n for g in record["groups"] for n in groups[g]]
+    return nodes, {**record, "images": sum(len(next(iter(b.values()))) for b in batches)}
+
+
+def greedy_float_search(groups: Sequence[str], macs: Mapping[str, int], agreement: Callable[[list[str]], float], *,
+                        target: float, max_groups: int, max_float_mac_share: float) -> dict[str, Any]:
+    """The greedy loop of ``--float-layer auto``, for any artifact: ``agreement(groups)`` measures
+    Spearman(FP32, INT8) with those stage groups in float. Each round tries every remaining group that
+    keeps the float share of ``macs`` within ``max_float_mac_share`` and keeps the best; it stops at
+    ``target``, after ``max_groups`` groups, or when no group helps. Returns the record of the search."""
+    total = sum(macs.values()) or 1
+    chosen: list[str] = []
+    current = agreement([])
+    history = [{"float": [], "spearman_vs_fp32": current}]
+    while current < target and len(chosen) < max_groups:
+        used = sum(macs[c] for c in chosen)
+        fits = [g for g in groups if g not in chosen and (used + macs[g]) / total <= max_float_mac_share]
+        trials = {g: agreement(chosen + [g]) for g in fits}
+        if not trials:
+            break
+        best = max(trials, key=trials.get)
+        if trials[best] <= current:
+            break
+        chosen.append(best)
+        current = trials[best]
+        history.append({"float": list(chosen), "spearman_vs_fp32": current})
+    return {"groups": chosen, "spearman_vs_fp32_on_calib": current, "target": target, "reached": current >= target,
+            "float_mac_share": sum(macs[c] for c in chosen) / total, "max_float_mac_share": max_float_mac_share,
+            "history": history}
 
 
 def graph_outputs(path: str | Path, batches: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8 ONNX/TensorRT/CoreML weights: nearest (default) or adaround (learn each layer's "
                              "rounding on the calibration images; minutes on a CPU)")
     parser.add_argument("--float-layer", action="append", default=[], metavar="NODE",
-                        help="leave in float in int8 ONNX/TensorRT graphs (repeatable): an ONNX node name, a "
+                        help="leave in float in int8 ONNX/TensorRT graphs and CoreML packages (repeatable): an ONNX node name, a "
                              "PyTorch module path (glob, e.g. '*.se'), a stage (branches.0.stem, "
                              "branches.1.blocks.4, head, input) or 'auto' (search the stages that cost "
                              "most accuracy until Spearman(FP32, INT8) >= 0.995 on the calibration images)")
