@@ -15,7 +15,8 @@ model):
 - for ONNX also both with ``--cpu-weight-bits 8`` (methods ``ptq-w8``, ``qat-w8``): full-range
   weights, exact on VNNI and ARM64 cores (the 7-bit default gives the same scores on every x86 CPU);
 - PTQ with AdaRound's learned weight rounding (``--weight-rounding adaround``; methods ``ptq-ada``
-  and, for ONNX, ``ptq-w8-ada``).
+  and, for ONNX, ``ptq-w8-ada``); and AdaRound with ``--float-layer auto``, the stages that cost most
+  agreement on the calibration images left in float (``ptq-ada-float``, ``ptq-w8-ada-float``).
 
 ``--methods`` runs a subset of these.
 
@@ -50,7 +51,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = ("onnx", "tensorrt", "coreml")
 GOAL_SPEARMAN, GOAL_DROP = 0.99, 0.01  # issue 14's goal (export --check's own limits: 0.98, 0.01)
 BURST_GOAL_SPEARMAN = 0.98  # issue 13's: mean per-burst Spearman vs FP32, worst task
-METHODS = ("ptq", "qat", "ptq-w8", "qat-w8", "ptq-ada", "ptq-w8-ada")
+METHODS = ("ptq", "qat", "ptq-w8", "qat-w8", "ptq-ada", "ptq-w8-ada", "ptq-ada-float", "ptq-w8-ada-float")
 START = ("--calib-method", "quantile", "--percentile", "99.99")  # seed 0's choice on its val split
 
 
@@ -67,9 +68,10 @@ def commands(checkpoint: Path, data: Path, out: Path, target: str, args) -> dict
         found["qat" + suffix] = ["edge-iqa", "qat", str(checkpoint), "--data", str(data), "--format", target,
                                  "--epochs", str(args.qat_epochs), "--max-images", str(args.qat_max_images), *qat_calib,
                                  *extra, "--no-ptq", "--out", str(out / f"{target}-qat{suffix}"), *common]
-        found[f"ptq{suffix}-ada"] = ["edge-iqa", "export", str(checkpoint), "--format", target, "--precision",
-                                     "int8", "--calib", str(data), *ptq_calib, *extra, "--weight-rounding",
-                                     "adaround", "--out", str(out / f"{target}-ptq{suffix}-ada"), *common]
+        for method, floats in ((f"ptq{suffix}-ada", ()), (f"ptq{suffix}-ada-float", ("--float-layer", "auto"))):
+            found[method] = ["edge-iqa", "export", str(checkpoint), "--format", target, "--precision", "int8",
+                             "--calib", str(data), *ptq_calib, *extra, "--weight-rounding", "adaround", *floats,
+                             "--out", str(out / f"{target}-{method}"), *common]
     return {method: argv for method, argv in found.items() if method in args.methods}
 
 
@@ -178,7 +180,9 @@ def render(result: dict) -> str:
     lines = [f"# INT8 per target and seed: PTQ (`--calib-method auto`) and QAT ({result['date']})", "",
              "QAT exports the best of its PTQ start (epoch 0) and each epoch on the val split; `-w8`: ONNX with "
              "`--cpu-weight-bits 8` (full-range weights; the default 7-bit weights give the same scores on every "
-             "x86 CPU); `-ada`: `--weight-rounding adaround` (AdaRound's learned weight rounding).", "",
+             "x86 CPU); `-ada`: `--weight-rounding adaround` (AdaRound's learned weight rounding); `-float`: "
+             "`--float-layer auto` (stages left in float until Spearman vs FP32 ≥ 0.995 on the calibration images, "
+             "at most 25 % of the MACs).", "",
              f"Command: `{result['command']}` ({result['parallel']} commands at a time, {result['threads']} thread each).",
              "", scored + " *ran*: the artifact in its runtime (ONNX Runtime); *simulated*: TensorRT's QDQ graph in ONNX "
              "Runtime, CoreML W8A8 weights in PyTorch (neither runtime runs here).", "", *header]
