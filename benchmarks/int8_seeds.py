@@ -68,11 +68,17 @@ def commands(checkpoint: Path, data: Path, out: Path, target: str, args) -> dict
         found["qat" + suffix] = ["edge-iqa", "qat", str(checkpoint), "--data", str(data), "--format", target,
                                  "--epochs", str(args.qat_epochs), "--max-images", str(args.qat_max_images), *qat_calib,
                                  *extra, "--no-ptq", "--out", str(out / f"{target}-qat{suffix}"), *common]
-        for method, floats in ((f"ptq{suffix}-ada", ()), (f"ptq{suffix}-ada-float", ("--float-layer", "auto"))):
+        floats = ("--float-layer", "auto") + (("--float-target", f"{args.float_target:g}") if args.float_target else ())
+        for method, extra_floats in ((f"ptq{suffix}-ada", ()), (f"ptq{suffix}-ada-float", floats)):
             found[method] = ["edge-iqa", "export", str(checkpoint), "--format", target, "--precision", "int8",
-                             "--calib", str(data), *ptq_calib, *extra, "--weight-rounding", "adaround", *floats,
-                             "--out", str(out / f"{target}-{method}"), *common]
-    return {method: argv for method, argv in found.items() if method in args.methods}
+                             "--calib", str(data), *ptq_calib, *extra, "--weight-rounding", "adaround", *extra_floats,
+                             "--out", str(out / f"{target}-{method_name(method, args)}"), *common]
+    return {method_name(method, args): argv for method, argv in found.items() if method in args.methods}
+
+
+def method_name(method: str, args) -> str:
+    """``ptq-ada-float@0.999`` for a float search with ``--float-target`` given: its own row and folder."""
+    return f"{method}@{args.float_target:g}" if method.endswith("-float") and args.float_target else method
 
 
 def run_one(argv: list[str], out: Path, threads: int) -> dict:
@@ -111,6 +117,7 @@ def main() -> int:
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                         help="which methods to run (those a target does not take are left out)")
+    parser.add_argument("--float-target", type=float, help="the -float methods' --float-target (default: export's)")
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--qat-max-images", type=int, default=0, help="training images per QAT epoch (0: all)")
     parser.add_argument("--parallel", type=int, default=2, help="commands at a time")

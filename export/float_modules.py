@@ -22,8 +22,8 @@ from torch import nn
 
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import example_inputs
+from export.formats import FLOAT_TARGET
 
-SEARCH_TARGET = 0.995  # as export.quantize.search_float_layers
 SEARCH_MAX_GROUPS = 8
 
 
@@ -71,7 +71,7 @@ def group_macs(model: nn.Module, groups: dict[str, list[str]]) -> dict[str, int]
 
 def search_float_modules(model: nn.Module, source: nn.Module, batches: Sequence[Sequence[torch.Tensor]], *,
                          method: str, percentile: float, fixed: Sequence[str] = (),
-                         target: float = SEARCH_TARGET, max_groups: int = SEARCH_MAX_GROUPS,
+                         target: float = FLOAT_TARGET, max_groups: int = SEARCH_MAX_GROUPS,
                          max_float_mac_share: float | None = None) -> tuple[list[str], dict[str, Any]]:
     """``--float-layer auto`` for CoreML W8A8: the module names to leave in float, and the search's record.
 

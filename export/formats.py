@@ -20,13 +20,15 @@ from edge_iqa.errors import EdgeIQAError
 
 EXPORT_CONFIG_VERSION = 4  # 2: CPU int8 weights in 7 bits (same scores on every x86 CPU), layout qoperator by default;
 # 3: --calib-method auto (calib_select_split, calib_candidates); 4: cpu_weight_bits (8: full-range CPU weights)
-# weight_rounding (adaround) came without a version bump: configs without it read as "nearest", as before
+# weight_rounding (adaround) came without a version bump: configs without it read as "nearest", as before;
+# so did float_target (configs without it read as FLOAT_TARGET, the search's target before it)
 PRECISIONS = ("fp32", "fp16", "int8", "w8")
 CALIB_METHODS = ("minmax", "percentile", "entropy", "quantile", "auto")  # auto: export.quantize.choose_calibration
 SPLITS = ("train", "val", "test", "all")
 CPU_LAYOUTS = ("auto", "qdq", "qoperator")
 WEIGHT_ROUNDINGS = ("nearest", "adaround")  # int8 ONNX/TensorRT/CoreML weights: round to nearest, or export.adaround
 CPU_WEIGHT_BITS = (7, 8)  # U8S8 weights for ONNX Runtime on CPU (export.quantize: 7 = same scores on every x86 CPU)
+FLOAT_TARGET = 0.995  # --float-layer auto's default: Spearman(FP32, INT8) on the calibration images
 QAT_FORMATS = ("onnx", "tensorrt", "coreml")  # formats `edge-iqa qat` fine-tunes for (export.qat)
 QAT_SELECT_SPLITS = ("val", "train", "none")  # what picks the epoch edge-iqa qat exports; none: the last
 
@@ -118,7 +120,8 @@ class ExportConfig:
     (time both here and keep the faster: the artifact then depends on this machine and its load,
     so tests and golden metrics never use it). float_layers: what int8 ONNX/TensorRT graphs and CoreML W8A8 packages leave in float (node names
     (ONNX only), module globs, stage groups or ``auto``; see :func:`export.quantize.resolve_float_layers` and
-    :func:`export.float_modules.resolve_float_modules`).
+    :func:`export.float_modules.resolve_float_modules`). float_target: the Spearman(FP32, INT8) on the
+    calibration images at which ``--float-layer auto`` stops leaving stages in float.
     cpu_weight_bits: the U8S8 graph's weights for ONNX Runtime, 7 (|w| <= 64: the same scores on
     every x86-64 CPU, the default) or 8 (full range: exact where the integer kernels accumulate in
     int32, i.e. x86 with VNNI and ARM64; an AVX2 core without VNNI saturates some sums; see
@@ -141,6 +144,7 @@ class ExportConfig:
     calib_candidates: tuple[str, ...] = ()
     cpu_weight_bits: int = 7
     weight_rounding: str = "nearest"
+    float_target: float = FLOAT_TARGET
     version: int = EXPORT_CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -192,6 +196,10 @@ class ExportConfig:
         if self.float_layers and not (self.precision == "int8" and self.format in ("onnx", "tensorrt", "coreml")):
             raise EdgeIQAError("--float-layer applies to int8 ONNX, TensorRT and CoreML only; "
                                f"--format {self.format} --precision {self.precision} would ignore it")
+        if not 0.0 < self.float_target <= 1.0:
+            raise EdgeIQAError(f"--float-target must be in (0, 1], got {self.float_target}")
+        if self.float_target != FLOAT_TARGET and "auto" not in self.float_layers:
+            raise EdgeIQAError("--float-target is the target of --float-layer auto; without it the target is ignored")
 
     @property
     def needs_calib(self) -> bool:

@@ -209,7 +209,7 @@ def _quantize(config: ModelConfig, export: ExportConfig, fp32: Path, path: Path,
         common.update(method=chosen.method, percentile=chosen.percentile)
     if AUTO in export.float_layers:
         found, search = search_float_layers(fp32, reader, flavour=flavour, layout="qdq" if layout == "auto" else layout,
-                                            burst=config.burst is not None, **common)
+                                            burst=config.burst is not None, target=export.float_target, **common)
         float_nodes += [n for n in found if n not in float_nodes]
     if flavour == "tensorrt":
         quantize_onnx(fp32, path, reader, flavour="tensorrt", layout="qdq", float_nodes=float_nodes, **common)
@@ -376,7 +376,8 @@ def _calibrate_coreml(model, source, export: ExportConfig, calib, batches, float
         chosen = Candidate(export.calib_method, export.percentile)
     if AUTO in export.float_layers:
         found, info["float_search"] = search_float_modules(model, source, batches, method=chosen.method,
-                                                           percentile=chosen.percentile, fixed=floats)
+                                                           percentile=chosen.percentile, fixed=floats,
+                                                           target=export.float_target)
         floats, calibrated = floats + found, None
     if floats:
         info["float_modules"] = floats

@@ -66,6 +66,7 @@ import numpy as np
 from edge_iqa.config import ModelConfig
 from edge_iqa.errors import EdgeIQAError
 from export.calibration import calibrate, tail_range  # noqa: F401  (tail_range: export.coreml's quantile)
+from export.formats import FLOAT_TARGET
 from export.metadata import EXPORT_KEY, input_names
 
 MIN_CALIB_IMAGES = 100  # below this, activation ranges are noisy: warn
@@ -406,7 +407,7 @@ def layer_groups(onnx_path: str | Path) -> dict[str, list[str]]:
 
 def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *, flavour: str, layout: str = "qdq",
                         method: str = "minmax", percentile: float = 99.999, cache: str | Path,
-                        target: float = 0.995, max_groups: int = 8,
+                        target: float = FLOAT_TARGET, max_groups: int = 8,
                         max_float_mac_share: float = MAX_FLOAT_MAC_SHARE, burst: bool = False,
                         weight_bits: int = 7) -> tuple[list[str], dict[str, Any]]:
     """Greedily leave the stages that cost most accuracy in float until INT8 agrees with FP32.

@@ -92,10 +92,15 @@ def test_export_cli_coreml_float_layer(student, tmp_path, capsys, tiny_synth):
     assert head_layers >= 1 and readback["int8_layers"] == readback["layers"] - head_layers
 
 
-def test_float_layer_config_takes_coreml_int8_only():
+def test_float_layer_config_takes_coreml_int8_only_and_a_target_for_auto():
     from edge_iqa.errors import EdgeIQAError
     from export.formats import ExportConfig
 
     assert ExportConfig(format="coreml", precision="int8", float_layers=("auto",)).float_layers == ("auto",)
     with pytest.raises(EdgeIQAError, match="--float-layer applies to int8 ONNX, TensorRT and CoreML"):
         ExportConfig(format="coreml", precision="w8", float_layers=("head",))
+    assert ExportConfig(format="onnx", precision="int8", float_layers=("auto",), float_target=0.999).float_target == 0.999
+    with pytest.raises(EdgeIQAError, match="--float-target is the target of --float-layer auto"):
+        ExportConfig(format="onnx", precision="int8", float_layers=("head",), float_target=0.999)
+    with pytest.raises(EdgeIQAError, match=r"--float-target must be in \(0, 1\]"):
+        ExportConfig(format="onnx", precision="int8", float_layers=("auto",), float_target=1.5)

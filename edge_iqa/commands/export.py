@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "PyTorch module path (glob, e.g. '*.se'), a stage (branches.0.stem, "
                              "branches.1.blocks.4, head, input) or 'auto' (search the stages that cost "
                              "most accuracy until Spearman(FP32, INT8) >= 0.995 on the calibration images)")
+    parser.add_argument("--float-target", type=float, default=0.995,
+                        help="--float-layer auto stops at this Spearman(FP32, INT8) on the calibration images "
+                             "(default 0.995; higher leaves more stages in float, within 25%% of the MACs)")
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--check", metavar="DATA", help="dataset folder: compare the artifact with PyTorch FP32")
     parser.add_argument("--check-split", default="test", choices=("train", "val", "test", "all"))
@@ -73,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable_dir(args.out)
     config = ExportConfig(format=args.format, precision=args.precision, calib_method=args.calib_method,
                           calib_split=args.calib_split, calib_images=args.calib_images, percentile=args.percentile,
-                          cpu_layout=args.cpu_layout, float_layers=tuple(args.float_layer), opset=args.opset,
+                          cpu_layout=args.cpu_layout, float_layers=tuple(args.float_layer),
+                          float_target=args.float_target, opset=args.opset,
                           calib_select_split=args.calib_select_split, calib_candidates=tuple(args.calib_candidate),
                           cpu_weight_bits=args.cpu_weight_bits, weight_rounding=args.weight_rounding)
     if config.needs_calib and not args.calib:
