@@ -189,7 +189,7 @@ def render(result: dict) -> str:
              "`--cpu-weight-bits 8` (full-range weights; the default 7-bit weights give the same scores on every "
              "x86 CPU); `-ada`: `--weight-rounding adaround` (AdaRound's learned weight rounding); `-float`: "
              "`--float-layer auto` (stages left in float until Spearman vs FP32 ≥ 0.995 on the calibration images, "
-             "at most 25 % of the MACs).", "",
+             "or the `--float-target` after `@`; at most 25 % of the MACs).", "",
              f"Command: `{result['command']}` ({result['parallel']} commands at a time, {result['threads']} thread each).",
              "", scored + " *ran*: the artifact in its runtime (ONNX Runtime); *simulated*: TensorRT's QDQ graph in ONNX "
              "Runtime, CoreML W8A8 weights in PyTorch (neither runtime runs here).", "", *header]

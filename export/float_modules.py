@@ -23,8 +23,7 @@ from torch import nn
 from edge_iqa.errors import EdgeIQAError
 from edge_iqa.model import example_inputs
 from export.formats import FLOAT_TARGET
-
-SEARCH_MAX_GROUPS = 8
+from export.quantize import MAX_FLOAT_GROUPS, MAX_FLOAT_MAC_SHARE, greedy_float_search
 
 
 def module_groups(model: nn.Module) -> dict[str, list[str]]:
@@ -71,8 +70,8 @@ def group_macs(model: nn.Module, groups: dict[str, list[str]]) -> dict[str, int]
 
 def search_float_modules(model: nn.Module, source: nn.Module, batches: Sequence[Sequence[torch.Tensor]], *,
                          method: str, percentile: float, fixed: Sequence[str] = (),
-                         target: float = FLOAT_TARGET, max_groups: int = SEARCH_MAX_GROUPS,
-                         max_float_mac_share: float | None = None) -> tuple[list[str], dict[str, Any]]:
+                         target: float = FLOAT_TARGET, max_groups: int = MAX_FLOAT_GROUPS,
+                         max_float_mac_share: float = MAX_FLOAT_MAC_SHARE) -> tuple[list[str], dict[str, Any]]:
     """``--float-layer auto`` for CoreML W8A8: the module names to leave in float, and the search's record.
 
     ``model``: the FP32 model the agreement is measured against; ``source``: the net calibrated (the
@@ -81,7 +80,6 @@ def search_float_modules(model: nn.Module, source: nn.Module, batches: Sequence[
     """
     from edge_iqa.metrics import srcc
     from export.coreml import calibrate_w8a8
-    from export.quantize import MAX_FLOAT_MAC_SHARE, greedy_float_search
 
     groups = module_groups(model)
     free = {g: members for g, members in groups.items() if not any(m in fixed for m in members)}
@@ -98,8 +96,7 @@ def search_float_modules(model: nn.Module, source: nn.Module, batches: Sequence[
         return float(srcc(scores(net).numpy(), reference.numpy()))
 
     record = greedy_float_search(list(free), group_macs(model, groups), agreement, target=target, max_groups=max_groups,
-                                 max_float_mac_share=MAX_FLOAT_MAC_SHARE if max_float_mac_share is None
-                                 else max_float_mac_share)
+                                 max_float_mac_share=max_float_mac_share)
     found = [m for g in record["groups"] for m in free[g]]
     return found, {**record, "images": sum(int(views[0].shape[0]) for views in batches),
                    "scored_as": "coremltools' fake-quant W8A8 net in PyTorch against the FP32 model"}

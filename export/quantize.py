@@ -73,6 +73,7 @@ MIN_CALIB_IMAGES = 100  # below this, activation ranges are noisy: warn
 AUTO = "auto"  # --float-layer auto: search the stages to leave in float (search_float_layers)
 FLAVOURS = ("tensorrt", "cpu")
 MAX_FLOAT_MAC_SHARE = 0.25  # --float-layer auto leaves at most this share of the MACs in float
+MAX_FLOAT_GROUPS = 8  # ... and at most this many stage groups
 TENSORRT_QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # Q/DQ on their inputs only
 
 
@@ -407,7 +408,7 @@ def layer_groups(onnx_path: str | Path) -> dict[str, list[str]]:
 
 def search_float_layers(fp32_path: str | Path, reader: ViewCalibrationReader, *, flavour: str, layout: str = "qdq",
                         method: str = "minmax", percentile: float = 99.999, cache: str | Path,
-                        target: float = FLOAT_TARGET, max_groups: int = 8,
+                        target: float = FLOAT_TARGET, max_groups: int = MAX_FLOAT_GROUPS,
                         max_float_mac_share: float = MAX_FLOAT_MAC_SHARE, burst: bool = False,
                         weight_bits: int = 7) -> tuple[list[str], dict[str, Any]]:
     """Greedily leave the stages that cost most accuracy in float until INT8 agrees with FP32.

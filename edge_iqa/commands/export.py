@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 
-from export.formats import CALIB_METHODS, CPU_LAYOUTS, CPU_WEIGHT_BITS, FORMATS, WEIGHT_ROUNDINGS
+from export.formats import CALIB_METHODS, CPU_LAYOUTS, CPU_WEIGHT_BITS, FLOAT_TARGET, FORMATS, WEIGHT_ROUNDINGS
 
 HELP = "export a checkpoint to ONNX, TensorRT, CoreML or ExecuTorch (FP32/FP16/INT8) and check it against PyTorch"
 
@@ -51,10 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave in float in int8 ONNX/TensorRT graphs and CoreML packages (repeatable): an ONNX node name, a "
                              "PyTorch module path (glob, e.g. '*.se'), a stage (branches.0.stem, "
                              "branches.1.blocks.4, head, input) or 'auto' (search the stages that cost "
-                             "most accuracy until Spearman(FP32, INT8) >= 0.995 on the calibration images)")
-    parser.add_argument("--float-target", type=float, default=0.995,
+                             "most accuracy until Spearman(FP32, INT8) >= --float-target on the calibration images)")
+    parser.add_argument("--float-target", type=float, default=FLOAT_TARGET,
                         help="--float-layer auto stops at this Spearman(FP32, INT8) on the calibration images "
-                             "(default 0.995; higher leaves more stages in float, within 25%% of the MACs)")
+                             f"(default {FLOAT_TARGET}; higher leaves more stages in float, within 25%% of the MACs)")
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--check", metavar="DATA", help="dataset folder: compare the artifact with PyTorch FP32")
     parser.add_argument("--check-split", default="test", choices=("train", "val", "test", "all"))
